@@ -1,0 +1,67 @@
+"""The nnU-Net ("generic") encoder: one stacked-conv stage per resolution, strided-conv downsampling.
+
+Isensee et al., nnU-Net, Nature Methods 18, 2021 (3d_fullres ``Generic_UNet`` / ``PlainConvUNet``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai_effseg.blocks import StageSpec
+from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec
+from monai_effseg.encoders.registry import register_encoder
+from monai_effseg.encoders.table import TableEncoder
+
+NNUNET_FEATURES = (32, 64, 128, 256, 320, 320)
+
+
+def per_stage(value, num_stages: int, name: str) -> list:
+    """One int for every stage, or a list with one entry (int or per-axis tuple) per stage."""
+    if isinstance(value, int):
+        return [value] * num_stages
+    if len(value) != num_stages:
+        raise ValueError(f"{name} needs one entry per stage ({num_stages}), got {list(value)}")
+    return [v if isinstance(v, int) else tuple(v) for v in value]
+
+
+def default_strides(num_stages: int) -> list[int]:
+    """Full resolution first, then halve at every stage (isotropic nnU-Net default)."""
+    return [1] + [2] * (num_stages - 1)
+
+
+def generic_stage_table(
+    in_channels: int,
+    features: Sequence[int],
+    kernel_sizes,
+    strides,
+    convs_per_stage: int = 2,
+    block: str = "conv",
+) -> list[StageSpec]:
+    """The nnU-Net encoder as a stage table: ``convs_per_stage`` blocks per resolution, the first one strided."""
+    kernels = per_stage(kernel_sizes, len(features), "kernel_sizes")
+    strides = per_stage(default_strides(len(features)) if strides is None else strides, len(features), "strides")
+    widths = [in_channels, *features]
+    return [
+        StageSpec(block, convs_per_stage, kernels[i], strides[i], 1.0, widths[i], widths[i + 1])
+        for i in range(len(features))
+    ]
+
+
+@register_encoder("generic")
+def generic_encoder(
+    spatial_dims: int = 3,
+    in_channels: int = 1,
+    features: Sequence[int] = NNUNET_FEATURES,
+    kernel_sizes=3,
+    strides=None,
+    convs_per_stage: int = 2,
+    block: str = "conv",
+    norm: LayerSpec = NNUNET_NORM,
+    act: LayerSpec = NNUNET_ACT,
+    bias: bool = True,
+) -> TableEncoder:
+    """nnU-Net's encoder. ``kernel_sizes``/``strides``: one int for all stages or one entry per stage (int or per-axis tuple);
+    ``strides=None`` is 1 then 2 for every further stage.
+    ``block="residual"`` gives the residual encoder of seed 002 / nnU-Net ResEnc."""
+    table = generic_stage_table(in_channels, features, kernel_sizes, strides, convs_per_stage, block)
+    return TableEncoder(spatial_dims, table, norm=norm, act=act, bias=bias)

@@ -1,0 +1,65 @@
+"""Write predictions named by case id, atomically, in the input's geometry."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, SaveImage
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """``.../case_00007/imaging.nii.gz`` -> ``case_00007``; ``.../volume-12.nii`` -> ``volume-12``."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    # dataset layouts that keep one case per folder name the file generically
+    return path.parent.name if name in ("imaging", "image", "ct") else name
+
+
+class SavePredictiond(MapTransform):
+    """Save ``d[key]`` to ``<output_dir>/<case id><output_postfix>.nii.gz``.
+
+    MONAI's ``SaveImaged`` names files after the input file, so KiTS's ``case_*/imaging.nii.gz`` layout would give
+    every case the same name; this names them by ``d[case_id_key]`` (or the folder of a generically named input).
+    The write goes to a temporary file that is renamed into place, so a crash never leaves a half-written NIfTI.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | Path,
+        case_id_key: str = "case_id",
+        output_postfix: str = "",
+        output_dtype=np.uint8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        from monai_effseg.data.io import AtomicNibabelWriter
+
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.case_id_key = case_id_key
+        self.output_postfix = output_postfix
+        self.saver = SaveImage(
+            output_dir=str(output_dir),
+            output_ext=".nii.gz",
+            output_dtype=output_dtype,
+            resample=False,
+            writer=AtomicNibabelWriter,
+            print_log=False,
+            savepath_in_metadict=True,
+        )
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            case_id = d.get(self.case_id_key) or case_id_from_path(image.meta["filename_or_obj"])
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.saver(image, filename=str(self.output_dir / f"{case_id}{self.output_postfix}"))
+        return d
