@@ -1,0 +1,138 @@
+"""``effseg``: demo, profile, fingerprint, evaluate and export from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+
+
+def find_bundle(name_or_path: str) -> Path:
+    """A bundle directory given as a path, or by name under ``./bundles`` or this checkout's ``bundles/``."""
+    candidates = [Path(name_or_path), Path("bundles") / name_or_path, REPO_BUNDLES / name_or_path]
+    for candidate in candidates:
+        if (candidate / "configs" / "train.json").is_file():
+            return candidate.resolve()
+    known = sorted(p.name for p in REPO_BUNDLES.glob("*") if (p / "configs").is_dir()) if REPO_BUNDLES.is_dir() else []
+    raise SystemExit(f"effseg: no bundle {name_or_path!r} (looked in {', '.join(map(str, candidates))}); known: {known}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monai_effseg.workflows import run_bundle
+
+    root = find_bundle(args.bundle)
+    run_bundle(root, ["train.json", "demo.json"], "train")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import torch
+
+    from monai_effseg.nets import NETS, build_net
+    from monai_effseg.nets.registry import PROFILE_INPUTS
+    from monai_effseg.profile import format_profiles, profile_model, time_forward
+
+    names = NETS.names() if args.all else args.names
+    if not names:
+        raise SystemExit(f"effseg profile: name networks or pass --all; registered: {', '.join(NETS.names())}")
+    torch.set_num_threads(args.threads)
+    profiles = []
+    for name in names:
+        shape = (1, *(args.input_size or PROFILE_INPUTS[name]))
+        model = build_net(name)
+        p = profile_model(name, model, shape)
+        if args.time:
+            p.extra["time_s"] = time_forward(model, shape, threads=args.threads)
+        profiles.append(p)
+        print(f"profiled {name}", file=sys.stderr)
+    print(format_profiles(profiles))
+    if args.time:
+        print("\n| network | CPU forward (s) |\n|---|---|")
+        for p in profiles:
+            print(f"| {p.name} | {p.extra['time_s']:.2f} |")
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from monai_effseg.data import build_datalist, load_or_compute_fingerprint
+
+    datalist = build_datalist(args.dataset_dir, args.layout)
+    out = Path(args.out or Path(args.dataset_dir) / "fingerprint.json")
+    print(json.dumps(load_or_compute_fingerprint(datalist, out, num_classes=args.num_classes), indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from monai_effseg.metrics.report import run_evaluate
+
+    return run_evaluate(args) or 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from monai.bundle import ckpt_export
+
+    root = find_bundle(args.bundle)
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(args.out or root / "models" / "model.ts"),
+        ckpt_file=str(args.ckpt or root / "models" / "model.pt"),
+        meta_file=str(root / "configs" / "metadata.json"),
+        config_file=str(root / "configs" / "inference.json"),
+        bundle_root=str(root),
+        use_trace=args.trace,
+        input_shape=[1, 1, *args.input_size] if args.trace else None,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from monai_effseg.metrics.report import add_evaluate_arguments
+
+    parser = argparse.ArgumentParser(prog="effseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="train a bundle on the embedded synthetic dataset and evaluate it")
+    demo.add_argument("bundle", help="bundle name (e.g. kits_nnunet_baseline) or path")
+    demo.set_defaults(func=cmd_demo)
+
+    prof = sub.add_parser("profile", help="params and FLOPs (2 x MAC) per network, encoder and decoder")
+    prof.add_argument("names", nargs="*", help="registered network names")
+    prof.add_argument("--all", action="store_true", help="every registered network")
+    prof.add_argument("--input-size", nargs="+", type=int, default=None,
+                      help="C and spatial size, no batch (default: each network's paper input)")
+    prof.add_argument("--time", action="store_true", help="also time a CPU forward pass")
+    prof.add_argument("--threads", type=int, default=2)
+    prof.set_defaults(func=cmd_profile)
+
+    fp = sub.add_parser("fingerprint", help="compute (and validate) a dataset fingerprint")
+    fp.add_argument("dataset_dir")
+    fp.add_argument("--layout", default="auto")
+    fp.add_argument("--num-classes", type=int, default=None)
+    fp.add_argument("--out", default=None, help="JSON path (default DATASET_DIR/fingerprint.json)")
+    fp.set_defaults(func=cmd_fingerprint)
+
+    ev = sub.add_parser("evaluate", help="challenge metrics of a prediction folder against a reference folder")
+    add_evaluate_arguments(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("export", help="TorchScript export of a bundle's network (monai.bundle ckpt_export)")
+    ex.add_argument("bundle")
+    ex.add_argument("--ckpt", default=None)
+    ex.add_argument("--out", default=None)
+    ex.add_argument("--trace", action="store_true", help="trace instead of script")
+    ex.add_argument("--input-size", nargs="+", type=int, default=[64, 64, 64], help="spatial size for --trace")
+    ex.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
