@@ -1,0 +1,59 @@
+"""Data layer: dataset adapters, deterministic splits, fingerprints, validation, synthetic phantoms, atomic IO."""
+
+from __future__ import annotations
+
+from monai_effseg.data.fingerprint import (
+    DEFAULT_FINGERPRINTS,
+    compute_fingerprint,
+    intensity_normalization,
+    load_fingerprint,
+    load_or_compute_fingerprint,
+)
+from monai_effseg.data.io import (
+    AtomicITKWriter,
+    AtomicNibabelWriter,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    inference_datalist,
+)
+from monai_effseg.data.layouts import LAYOUTS, DatasetLayoutError, build_datalist, detect_layout
+from monai_effseg.data.split import SplitFileError, create_split, exclude_cases, load_or_create_split
+from monai_effseg.data.synthetic import default_cache_dir, synthetic_classes, synthetic_dataset
+from monai_effseg.data.validation import (
+    DataValidationError,
+    read_volume,
+    validate_case,
+    validate_datalist,
+    validate_image,
+)
+
+__all__ = [
+    "DEFAULT_FINGERPRINTS",
+    "LAYOUTS",
+    "AtomicITKWriter",
+    "AtomicNibabelWriter",
+    "DataValidationError",
+    "DatasetLayoutError",
+    "SplitFileError",
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "build_datalist",
+    "compute_fingerprint",
+    "create_split",
+    "default_cache_dir",
+    "detect_layout",
+    "exclude_cases",
+    "inference_datalist",
+    "intensity_normalization",
+    "load_fingerprint",
+    "load_or_compute_fingerprint",
+    "load_or_create_split",
+    "read_volume",
+    "synthetic_classes",
+    "synthetic_dataset",
+    "validate_case",
+    "validate_datalist",
+    "validate_image",
+]
