@@ -1,0 +1,223 @@
+"""MONAI model-zoo conformance for every bundle under bundles/ (later bundles get these checks for free).
+
+What the zoo's CI checks: metadata schema, ``verify_net_in_out``, ``ckpt_export`` (TorchScript equal to eager),
+``ConfigWorkflow.check_properties`` for train and infer; plus a 1-iteration training run with resume, an inference
+run on tiny synthetic data and a 2-process gloo run of ``multi_gpu_train.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+
+from bundle_utils import BUNDLE_IDS, BUNDLES, configs, demo_value, read_json, tiny_overrides
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+
+REQUIRED_FILES = ["LICENSE", "configs/metadata.json", "configs/train.json", "configs/demo.json",
+                  "configs/inference.json", "configs/evaluate.json", "configs/multi_gpu_train.json",
+                  "configs/logging.conf", "docs/README.md"]  # fmt: skip
+
+
+@pytest.fixture(params=BUNDLES, ids=BUNDLE_IDS)
+def bundle(request) -> Path:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def tiny_kits(tmp_path_factory) -> Path:
+    from monai_effseg.data import synthetic_dataset
+
+    return synthetic_dataset("kits", num_cases=3, seed=7, shape=(48, 48, 24), root=tmp_path_factory.mktemp("synthetic"))
+
+
+def test_bundle_files(bundle):
+    missing = [f for f in REQUIRED_FILES if not (bundle / f).is_file()]
+    assert not missing, f"{bundle.name} lacks {missing}"
+
+
+def test_metadata_schema(bundle, shared_dir):
+    schema = read_json(shared_dir / "schemas" / "meta_schema_20240725.json")
+    meta = read_json(bundle / "configs" / "metadata.json")
+    jsonschema.validate(meta, schema)
+    assert meta["version"] in meta["changelog"]
+    assert "monai_effseg" in meta["required_packages_version"]
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["channel_def"] and fmt["outputs"]["pred"]["channel_def"]
+    assert len(fmt["outputs"]["pred"]["channel_def"]) == fmt["outputs"]["pred"]["num_channels"]
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_verify_net_in_out(bundle, config):
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=configs(bundle, "metadata.json")[0],
+        config_file=configs(bundle, config)[0],
+        n=2,
+        device="cpu",
+        bundle_root=str(bundle),
+    )
+
+
+def _flat_images(dataset_dir: Path, dest: Path) -> Path:
+    """The images of a dataset as one flat folder, the way a clinician's scan folder looks."""
+    from monai_effseg.data import build_datalist
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in build_datalist(dataset_dir):
+        (dest / f"{item['case_id']}.nii.gz").write_bytes(Path(item["image"]).read_bytes())
+    return dest
+
+
+@pytest.mark.parametrize("workflow_type,files", [("train", ["train.json"]), ("inference", ["inference.json"])])
+def test_check_properties(bundle, workflow_type, files, tiny_kits, tmp_path):
+    # check_properties instantiates every required property, so it runs on tiny real data, like the zoo's CI
+    data = {"dataset_dir": str(tiny_kits)} if workflow_type == "train" else {
+        "input_dir": str(_flat_images(tiny_kits, tmp_path / "scans")), "output_dir": str(tmp_path / "segs")}
+    workflow = ConfigWorkflow(
+        config_file=configs(bundle, *files),
+        meta_file=configs(bundle, "metadata.json")[0],
+        workflow_type=workflow_type,
+        bundle_root=str(bundle),
+        ckpt_dir=str(tmp_path / "models"),
+        **data,
+        **({"output_dir": str(tmp_path / "eval")} if workflow_type == "train" else {}),
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    ids = ["bundle_root", "device", "dataset_dir", "network_def", "network"]
+    ids += (["train#trainer", "train#dataset", "train#handlers", "validate#evaluator", "val_interval"]
+            if workflow_type == "train" else ["preprocessing", "inferer", "postprocessing"])  # fmt: skip
+    missing = [i for i in ids if i not in workflow.parser]
+    assert not missing, f"{bundle.name} {files} lacks the ids MONAI Label and the zoo use: {missing}"
+
+
+def test_ckpt_export_equals_eager(bundle, tmp_path):
+    overrides = demo_value(bundle, "demo_inference_overrides")
+    overrides = {k: v for k, v in overrides.items() if k not in ("ckpt_path", "fingerprint_path")}
+    parser = ConfigWorkflow(
+        config_file=configs(bundle, "inference.json"), workflow_type=None, bundle_root=str(bundle), **overrides
+    ).parser
+    net = parser.get_parsed_content("network_def").eval()
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    ts_path = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts_path),
+        ckpt_file=str(ckpt),
+        meta_file=configs(bundle, "metadata.json")[0],
+        config_file=configs(bundle, "inference.json")[0],
+        bundle_root=str(bundle),
+        **overrides,
+    )
+    scripted = torch.jit.load(str(ts_path))
+    channels = read_json(bundle / "configs" / "metadata.json")["network_data_format"]["inputs"]["image"]["num_channels"]
+    x = torch.randn(1, channels, *parser.get_parsed_content("patch_size"))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x))
+
+
+def _train(bundle: Path, data_dir: Path, work: Path, max_epochs: int) -> None:
+    from monai_effseg.workflows import run_bundle
+
+    run_bundle(
+        bundle,
+        ["train.json", "demo.json"],
+        "train",
+        dataset_dir=str(data_dir),
+        ckpt_dir=str(work / "models"),
+        output_dir=str(work / "eval"),
+        max_epochs=max_epochs,
+        iterations_per_epoch=1,
+        val_interval=1,
+        batch_size=1,
+        run=["$@train#trainer.run()"],
+        **tiny_overrides(bundle),
+    )
+
+
+def test_one_iteration_training_then_resume(bundle, tiny_kits, tmp_path):
+    _train(bundle, tiny_kits, tmp_path, max_epochs=1)
+    models = tmp_path / "models"
+    state = torch.load(models / "model.pt", weights_only=True)
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    assert (models / "checkpoint_epoch=1.pt").is_file() and (models / "fingerprint.json").is_file()
+    assert (tmp_path / "eval" / "split.json").is_file()
+    assert list((tmp_path / "eval" / "runs").glob("events.out.tfevents.*")), "no TensorBoard log"
+    # an interrupted run continues from its last checkpoint instead of starting again
+    _train(bundle, tiny_kits, tmp_path, max_epochs=2)
+    resumed = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
+    # ignite stores the iteration count: 1 before the interruption + 1 after, not 1 + 2
+    assert resumed["trainer"]["iteration"] == 2 and resumed["trainer"]["max_epochs"] == 2
+    assert not (models / "checkpoint_epoch=1.pt").exists()
+
+
+def test_inference_writes_input_geometry_and_skips_bad_files(bundle, tiny_kits, tmp_path, capfd):
+    from monai_effseg.data import build_datalist, load_or_compute_fingerprint
+    from monai_effseg.workflows import run_bundle
+
+    inputs = _flat_images(tiny_kits, tmp_path / "scans")
+    (inputs / "broken.nii.gz").write_bytes(b"not a nifti file")
+    overrides = demo_value(bundle, "demo_inference_overrides")
+    ckpt = tmp_path / "model.pt"
+    net = ConfigWorkflow(
+        config_file=configs(bundle, "inference.json"), workflow_type=None, bundle_root=str(bundle), **overrides
+    ).parser.get_parsed_content("network_def")
+    torch.save(net.state_dict(), ckpt)
+    fingerprint = tmp_path / "fingerprint.json"
+    load_or_compute_fingerprint(build_datalist(tiny_kits), fingerprint)
+    overrides.update(ckpt_path=str(ckpt), fingerprint_path=str(fingerprint), **tiny_overrides(bundle))
+    out = tmp_path / "segs"
+    run_bundle(bundle, ["inference.json"], "inference", input_dir=str(inputs), output_dir=str(out), **overrides)
+    # the bundle's logging.conf replaces pytest's log handler, so read what reached the terminal
+    assert "broken.nii.gz" in "".join(capfd.readouterr())
+    written = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert written == sorted(p.name for p in inputs.glob("case_*.nii.gz"))
+    for name in written:
+        src, seg = nib.load(inputs / name), nib.load(out / name)
+        assert seg.shape == src.shape
+        np.testing.assert_allclose(seg.affine, src.affine, atol=1e-5)
+        labels = np.unique(np.asarray(seg.dataobj))
+        assert set(labels.tolist()) <= set(range(overrides["num_classes"]))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_gloo_training(bundle, tiny_kits, tmp_path):
+    overrides = {
+        "dataset_dir": str(tiny_kits),
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "eval"),
+        "max_epochs": 1,
+        "iterations_per_epoch": 1,
+        "val_interval": 1,
+        "batch_size": 1,
+        **tiny_overrides(bundle),
+    }
+    files = json.dumps(configs(bundle, "train.json", "demo.json", "multi_gpu_train.json"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle),
+           "--meta_file", configs(bundle, "metadata.json")[0]]  # fmt: skip
+    for key, value in overrides.items():
+        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file()
