@@ -55,7 +55,7 @@ def evaluate_holdout(
     """Run the bundle's ``inference.json`` on a labelled hold-out set, then evaluate the written predictions
     against the original labels (challenge metrics, per-case CSV, summary JSON, plot, best/worst overlays)."""
     from monai_effseg.data import build_datalist
-    from monai_effseg.metrics import evaluate_datalist
+    from monai_effseg.metrics.report import evaluate_datalist, format_summary
 
     datalist = build_datalist(holdout_dir, layout)
     pred_dir = Path(output_dir) / "predictions"
@@ -68,4 +68,6 @@ def evaluate_holdout(
         output_dir=str(pred_dir),
         **(overrides or {}),
     )
-    return evaluate_datalist(datalist, pred_dir, output_dir, protocol=protocol)
+    summary = evaluate_datalist(datalist, pred_dir, output_dir, protocol=protocol)
+    print(f"\nHold-out evaluation of {bundle_root}:\n" + format_summary(summary, output_dir), flush=True)
+    return summary

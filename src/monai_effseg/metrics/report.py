@@ -36,6 +36,7 @@ __all__ = [
     "find_cases",
     "evaluate_folders",
     "evaluate_datalist",
+    "format_summary",
     "add_evaluate_arguments",
     "run_evaluate",
 ]
@@ -330,16 +331,24 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     return parser
 
 
+def format_summary(summary: dict[str, Any], out_dir: str | Path | None = None) -> str:
+    """The main means of a summary, one metric a line (what ``effseg evaluate`` and the demos print)."""
+    lines = [f"{summary['n_cases']} cases, protocol {summary['protocol']}" + (f"; results in {out_dir}" if out_dir else "")]
+    for key, stats in summary["metrics"].items():
+        if stats["mean"] is not None:
+            lines.append(f"  {key:32s} mean {stats['mean']:.4f}  median {stats['median']:.4f}  (n={stats['n']}, "
+                         f"NaN={stats['n_nan']})")
+    for key in ("dice_global", "lesion_detection", "tumor_size_groups"):
+        if key in summary:
+            lines.append(f"  {key}: {json.dumps(summary[key])}")
+    for path in summary.get("files", {}).get("overlays", []):
+        lines.append(f"  overlay: {path}")
+    return "\n".join(lines)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run :func:`evaluate_folders` from parsed ``effseg evaluate`` arguments and print the main means."""
     out = args.out if args.out is not None else Path(args.pred_dir) / "evaluation"
     summary = evaluate_folders(args.pred_dir, args.gt_dir, args.protocol, out, require_all_gt=not args.only_predicted)
-    print(f"{summary['n_cases']} cases, protocol {args.protocol}; results in {out}")
-    for key, stats in summary["metrics"].items():
-        if stats["mean"] is not None:
-            print(f"  {key:32s} mean {stats['mean']:.4f}  median {stats['median']:.4f}  (n={stats['n']}, "
-                  f"NaN={stats['n_nan']})")
-    for key in ("dice_global", "lesion_detection", "tumor_size_groups"):
-        if key in summary:
-            print(f"  {key}: {json.dumps(summary[key])}")
+    print(format_summary(summary, out))
     return 0
