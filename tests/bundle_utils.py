@@ -28,6 +28,13 @@ def demo_value(bundle: Path, key: str, **overrides):
     return parser.get_parsed_content(key)
 
 
+def synthetic_kind(bundle: Path) -> str:
+    """The synthetic dataset a bundle's tests use: ``"lits"`` for bundles evaluated with the LiTS protocol, else
+    ``"kits"``."""
+    protocol = str(read_json(bundle / "configs" / "train.json").get("eval_protocol", ""))
+    return "lits" if protocol.startswith("lits") else "kits"
+
+
 # Per-bundle overrides that make the 1-iteration conformance runs cheaper than the demo sizes (none needed yet).
 TEST_OVERRIDES: dict[str, dict] = {}
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 
-from bundle_utils import BUNDLE_IDS, BUNDLES, configs, demo_value, read_json, tiny_overrides
+from bundle_utils import BUNDLE_IDS, BUNDLES, configs, demo_value, read_json, synthetic_kind, tiny_overrides
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -36,10 +36,18 @@ def bundle(request) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_kits(tmp_path_factory) -> Path:
+def tiny_synthetic(tmp_path_factory):
     from monai_effseg.data import synthetic_dataset
 
-    return synthetic_dataset("kits", num_cases=3, seed=7, shape=(48, 48, 24), root=tmp_path_factory.mktemp("synthetic"))
+    root = tmp_path_factory.mktemp("synthetic")
+    # synthetic_dataset caches by its parameters: each kind is generated once per module
+    return lambda kind: synthetic_dataset(kind, num_cases=3, seed=7, shape=(48, 48, 24), root=root)
+
+
+@pytest.fixture
+def tiny_data(bundle, tiny_synthetic) -> Path:
+    """A tiny synthetic dataset of the kind the bundle trains on (KiTS, or LiTS for the LiTS-protocol bundles)."""
+    return tiny_synthetic(synthetic_kind(bundle))
 
 
 def test_bundle_files(bundle):
@@ -81,10 +89,10 @@ def _flat_images(dataset_dir: Path, dest: Path) -> Path:
 
 
 @pytest.mark.parametrize("workflow_type,files", [("train", ["train.json"]), ("inference", ["inference.json"])])
-def test_check_properties(bundle, workflow_type, files, tiny_kits, tmp_path):
+def test_check_properties(bundle, workflow_type, files, tiny_data, tmp_path):
     # check_properties instantiates every required property, so it runs on tiny real data, like the zoo's CI
-    data = {"dataset_dir": str(tiny_kits)} if workflow_type == "train" else {
-        "input_dir": str(_flat_images(tiny_kits, tmp_path / "scans")), "output_dir": str(tmp_path / "segs")}
+    data = {"dataset_dir": str(tiny_data)} if workflow_type == "train" else {
+        "input_dir": str(_flat_images(tiny_data, tmp_path / "scans")), "output_dir": str(tmp_path / "segs")}
     workflow = ConfigWorkflow(
         config_file=configs(bundle, *files),
         meta_file=configs(bundle, "metadata.json")[0],
@@ -148,8 +156,8 @@ def _train(bundle: Path, data_dir: Path, work: Path, max_epochs: int) -> None:
     )
 
 
-def test_one_iteration_training_then_resume(bundle, tiny_kits, tmp_path):
-    _train(bundle, tiny_kits, tmp_path, max_epochs=1)
+def test_one_iteration_training_then_resume(bundle, tiny_data, tmp_path):
+    _train(bundle, tiny_data, tmp_path, max_epochs=1)
     models = tmp_path / "models"
     state = torch.load(models / "model.pt", weights_only=True)
     assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
@@ -157,18 +165,18 @@ def test_one_iteration_training_then_resume(bundle, tiny_kits, tmp_path):
     assert (tmp_path / "eval" / "split.json").is_file()
     assert list((tmp_path / "eval" / "runs").glob("events.out.tfevents.*")), "no TensorBoard log"
     # an interrupted run continues from its last checkpoint instead of starting again
-    _train(bundle, tiny_kits, tmp_path, max_epochs=2)
+    _train(bundle, tiny_data, tmp_path, max_epochs=2)
     resumed = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
     # ignite stores the iteration count: 1 before the interruption + 1 after, not 1 + 2
     assert resumed["trainer"]["iteration"] == 2 and resumed["trainer"]["max_epochs"] == 2
     assert not (models / "checkpoint_epoch=1.pt").exists()
 
 
-def test_inference_writes_input_geometry_and_skips_bad_files(bundle, tiny_kits, tmp_path, capfd):
+def test_inference_writes_input_geometry_and_skips_bad_files(bundle, tiny_data, tmp_path, capfd):
     from monai_effseg.data import build_datalist, load_or_compute_fingerprint
     from monai_effseg.workflows import run_bundle
 
-    inputs = _flat_images(tiny_kits, tmp_path / "scans")
+    inputs = _flat_images(tiny_data, tmp_path / "scans")
     (inputs / "broken.nii.gz").write_bytes(b"not a nifti file")
     overrides = demo_value(bundle, "demo_inference_overrides")
     ckpt = tmp_path / "model.pt"
@@ -177,14 +185,14 @@ def test_inference_writes_input_geometry_and_skips_bad_files(bundle, tiny_kits, 
     ).parser.get_parsed_content("network_def")
     torch.save(net.state_dict(), ckpt)
     fingerprint = tmp_path / "fingerprint.json"
-    load_or_compute_fingerprint(build_datalist(tiny_kits), fingerprint)
+    load_or_compute_fingerprint(build_datalist(tiny_data), fingerprint)
     overrides.update(ckpt_path=str(ckpt), fingerprint_path=str(fingerprint), **tiny_overrides(bundle))
     out = tmp_path / "segs"
     run_bundle(bundle, ["inference.json"], "inference", input_dir=str(inputs), output_dir=str(out), **overrides)
     # the bundle's logging.conf replaces pytest's log handler, so read what reached the terminal
     assert "broken.nii.gz" in "".join(capfd.readouterr())
     written = sorted(p.name for p in out.glob("*.nii.gz"))
-    assert written == sorted(p.name for p in inputs.glob("case_*.nii.gz"))
+    assert written == sorted(p.name for p in inputs.glob("*.nii.gz") if p.name != "broken.nii.gz")
     for name in written:
         src, seg = nib.load(inputs / name), nib.load(out / name)
         assert seg.shape == src.shape
@@ -199,9 +207,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_gloo_training(bundle, tiny_kits, tmp_path):
+def test_two_process_gloo_training(bundle, tiny_data, tmp_path):
     overrides = {
-        "dataset_dir": str(tiny_kits),
+        "dataset_dir": str(tiny_data),
         "ckpt_dir": str(tmp_path / "models"),
         "output_dir": str(tmp_path / "eval"),
         "max_epochs": 1,

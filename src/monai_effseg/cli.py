@@ -44,14 +44,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for name in names:
         shape = (1, *(args.input_size or PROFILE_INPUTS[name]))
         model = build_net(name)
-        p = profile_model(name, model, shape)
+        p = profile_model(name, model, shape, flops_downscale=args.flops_downscale)
         if args.time:
+            if args.optimized:
+                from monai_effseg.nets.inference import optimize_for_inference
+
+                model = optimize_for_inference(model)
             p.extra["time_s"] = time_forward(model, shape, threads=args.threads)
         profiles.append(p)
         print(f"profiled {name}", file=sys.stderr)
     print(format_profiles(profiles))
+    print(
+        "\nFLOPs = 2 x conv/linear MACs (fvcore). dec = decoder conv stages (transposed convs and heads only in the "
+        "network total). params / enc params count the ImageNet head the thesis counted but never ran; "
+        "'used params' is what the module has."
+    )
     if args.time:
-        print("\n| network | CPU forward (s) |\n|---|---|")
+        print(f"\n| network | CPU forward (s), {args.threads} threads, eval |\n|---|---|")
         for p in profiles:
             print(f"| {p.name} | {p.extra['time_s']:.2f} |")
     return 0
@@ -105,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--input-size", nargs="+", type=int, default=None,
                       help="C and spatial size, no batch (default: each network's paper input)")
     prof.add_argument("--time", action="store_true", help="also time a CPU forward pass")
+    prof.add_argument("--optimized", action="store_true",
+                      help="time after monai_effseg.nets.inference.optimize_for_inference (BN folding, channels-last)")
     prof.add_argument("--threads", type=int, default=2)
+    prof.add_argument("--flops-downscale", type=int, default=2,
+                      help="count FLOPs at the input shrunk by this factor per axis and scale by the voxel ratio "
+                           "(exact for conv MACs; used only where every level keeps integer sizes); 1: full size")
     prof.set_defaults(func=cmd_profile)
 
     fp = sub.add_parser("fingerprint", help="compute (and validate) a dataset fingerprint")

@@ -1,9 +1,17 @@
-"""Parameters, FLOPs and CPU time per network, encoder and decoder.
+"""Parameters, FLOPs and CPU time per network, encoder and decoder, in the format of seed 000's Table 1.
 
 FLOPs follow the convention of seed 000's Table 1: 2 x multiply-accumulates of the convolutions (dense, depthwise,
 transposed) and linear layers, counted by fvcore. Normalisation and elementwise ops are not counted (fvcore would
 count InstanceNorm at 1 FLOP per element and ignore activations, so mixing them in would make the figure depend on
 the counter rather than on the architecture).
+
+Table 1 conventions (reference/architectures.md sections 1 and 4), reproduced by :func:`format_profiles`:
+
+- "Dec." covers the decoder's conv stages only (``decoder.stages``); the transposed convs and the segmentation heads
+  are in the network total only.
+- "Enc." and "Network" parameters include the ImageNet head (1x1 conv, BN, FC) that the thesis' EfficientNet encoders
+  carried but never ran. Our encoders do not build it (no dead weights); they report its size as
+  ``encoder.imagenet_head_params``, and the table prints both the used and the thesis figure.
 """
 
 from __future__ import annotations
@@ -16,24 +24,60 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 def part_names(model: nn.Module) -> list[str]:
-    """The parts reported besides the whole network: ``encoder`` and ``decoder`` where the model has them."""
-    return [name for name in ("encoder", "decoder") if isinstance(getattr(model, name, None), nn.Module)]
+    """The parts reported besides the whole network: ``encoder``, ``decoder`` and ``decoder.stages`` where present."""
+    names = [name for name in ("encoder", "decoder") if isinstance(getattr(model, name, None), nn.Module)]
+    if "decoder" in names and isinstance(getattr(model.decoder, "stages", None), nn.Module):
+        names.append("decoder.stages")
+    return names
 
 
-def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
-    """2 x conv/linear MACs of one eval-mode forward pass, for the network and each part."""
+def _part(model: nn.Module, name: str) -> nn.Module:
+    return model.get_submodule(name)
+
+
+def total_stride(model: nn.Module, spatial_dims: int) -> tuple[int, ...] | None:
+    """The product of the encoder's feature strides (how divisible an input must be), if the model says."""
+    strides = getattr(getattr(model, "encoder", None), "strides", None)
+    if not strides:
+        return None
+    total = [1] * spatial_dims
+    for stride in strides:
+        stride = (stride,) * spatial_dims if isinstance(stride, int) else tuple(stride)
+        total = [t * s for t, s in zip(total, stride)]
+    return tuple(total)
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int], downscale: int = 1) -> dict[str, int]:
+    """2 x conv/linear MACs of one eval-mode forward pass, for the network and each part.
+
+    ``downscale > 1`` counts at the input shrunk by that factor per spatial axis and multiplies by ``downscale**dims``.
+    Conv MACs are exactly proportional to the voxel count when every level keeps integer sizes (checked against the
+    encoder's total stride, with >= 2 voxels per axis at the bottleneck; otherwise it counts at full size), so this is
+    exact for the conv path; only the MACs on
+    globally pooled tensors (SE gates, < 0.01% here) get scaled too. It makes Table 1 at 128^3 affordable on a CPU.
+    """
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import addmm_flop_jit, bmm_flop_jit, conv_flop_jit, linear_flop_jit, matmul_flop_jit
 
+    spatial = list(input_shape[2:])
+    factor = 1
+    if downscale > 1:
+        stride = total_stride(model, len(spatial)) or (1,) * len(spatial)
+        small = [s // downscale for s in spatial]
+        # integer sizes at every level, and >= 2 voxels per axis at the bottleneck (InstanceNorm needs more than 1)
+        if all(s % downscale == 0 and m % t == 0 and m // t >= 2 for s, m, t in zip(spatial, small, stride)):
+            spatial = [s // downscale for s in spatial]
+            factor = downscale ** len(spatial)
     was_training = model.training
     model.eval()
     try:
-        x = torch.zeros(*input_shape)
+        x = torch.zeros(*input_shape[:2], *spatial)
         analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         # Only multiply-accumulates: fvcore's defaults also count norms, upsampling and pooling.
         analysis.clear_op_handles().set_op_handle(
@@ -49,8 +93,8 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
         by_module = analysis.by_module()
     finally:
         model.train(was_training)
-    flops = {"network": 2 * by_module[""]}
-    flops.update({name: 2 * by_module.get(name, 0) for name in part_names(model)})
+    flops = {"network": 2 * factor * by_module[""]}
+    flops.update({name: 2 * factor * by_module.get(name, 0) for name in part_names(model)})
     return flops
 
 
@@ -78,36 +122,62 @@ def time_forward(
 
 @dataclass
 class Profile:
+    """``params`` and ``flops`` map ``"network"`` and each of :func:`part_names` to counts of the built module;
+    ``head_params`` is the unused ImageNet head that seed 000 counted (0 where there is none)."""
+
     name: str
     input_shape: tuple[int, ...]
     params: dict[str, int]
     flops: dict[str, int]
     extra: dict[str, object] = field(default_factory=dict)
+    head_params: int = 0
+
+    @property
+    def thesis_params(self) -> int:
+        """The Table 1 figure: used parameters plus the unused ImageNet head."""
+        return self.params["network"] + self.head_params
+
+    def table1_part(self, kind: str, part: str) -> int | None:
+        """Table 1's network / encoder / decoder figure (see the module docstring for its conventions)."""
+        counts = self.params if kind == "params" else self.flops
+        key = {"network": "network", "encoder": "encoder", "decoder": "decoder.stages"}[part]
+        value = counts.get(key, counts.get("decoder") if part == "decoder" else None)
+        if value is not None and kind == "params" and part in ("network", "encoder"):
+            value += self.head_params
+        return value
 
 
-def profile_model(name: str, model: nn.Module, input_shape: Sequence[int]) -> Profile:
+def profile_model(name: str, model: nn.Module, input_shape: Sequence[int], flops_downscale: int = 1) -> Profile:
     params = {"network": count_params(model)}
-    params.update({part: count_params(getattr(model, part)) for part in part_names(model)})
-    return Profile(name, tuple(input_shape), params, count_flops(model, input_shape))
+    params.update({part: count_params(_part(model, part)) for part in part_names(model)})
+    head = int(getattr(getattr(model, "encoder", None), "imagenet_head_params", 0))
+    flops = count_flops(model, input_shape, flops_downscale)
+    return Profile(name, tuple(input_shape), params, flops, head_params=head)
 
 
 def format_profiles(profiles: Sequence[Profile]) -> str:
-    """A Markdown table: params (M) and FLOPs (2 x MAC) for network, encoder and decoder."""
-    head = "| network | input | params | enc params | dec params | FLOPs | enc FLOPs | dec FLOPs |"
-    rows = [head, "|" + "---|" * 8]
+    """A Markdown table in the format of seed 000's Table 1 (FLOPs = 2 x MAC; "dec" = decoder conv stages; network and
+    encoder parameters with the unused ImageNet head, as the thesis counted), plus the parameters the module really
+    has ("used") and the head that makes the difference."""
+    head = (
+        "| network | input | FLOPs | enc FLOPs | dec FLOPs | params | enc params | dec params "
+        "| used params | unused ImageNet head |"
+    )
+    rows = [head, "|" + "---|" * 10]
     for p in profiles:
-        params = [_millions(p.params.get(k)) for k in ("network", "encoder", "decoder")]
-        flops = [_flops(p.flops.get(k)) for k in ("network", "encoder", "decoder")]
+        flops = [_flops(p.table1_part("flops", part)) for part in ("network", "encoder", "decoder")]
+        params = [_millions(p.table1_part("params", part)) for part in ("network", "encoder", "decoder")]
         shape = "x".join(map(str, p.input_shape))
-        rows.append(f"| {p.name} | {shape} | " + " | ".join(params + flops) + " |")
+        used = f"{p.params['network']:,}"
+        rows.append(f"| {p.name} | {shape} | " + " | ".join(flops + params + [used, f"{p.head_params:,}"]) + " |")
     return "\n".join(rows)
 
 
 def _millions(n: int | None) -> str:
-    return "-" if n is None else f"{n:,} ({n / 1e6:.3f}M)"
+    return "-" if n is None else f"{n / 1e6:.3f}M"
 
 
 def _flops(n: int | None) -> str:
     if n is None:
         return "-"
-    return f"{n / 1e12:.3f}T" if n >= 1e11 else f"{n / 1e9:.2f}G"
+    return f"{n / 1e12:.3f}T" if n >= 1e11 else f"{n / 1e9:.3f}G"

@@ -16,6 +16,8 @@ from torch import nn
 
 from monai_effseg.blocks import StageSpec, build_stage
 from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec, conv, transposed_conv
+from monai_effseg.blocks.layers import act as act_layer
+from monai_effseg.blocks.layers import norm as norm_layer
 from monai_effseg.decoders.registry import register_decoder
 from monai_effseg.encoders.generic import per_stage
 
@@ -35,7 +37,11 @@ class UNetDecoder(nn.Module):
         block, blocks_per_stage, expand_ratio, se_ratio: the registered block that each level stacks.
         deep_supervision: build a 1x1 head on every level and, while training, return all their logits (highest
             resolution first). Without it only the final head exists.
+        deep_supervision_levels: with deep supervision, heads only on this many highest-resolution levels
+            (Sauron's nnU-Net: 3). ``None``: every level.
         transpose_bias, head_bias: nnU-Net v1 ``Generic_UNet`` has neither; v2 ``PlainConvUNet`` has both.
+        upsample_norm_act: follow every transposed conv with ``norm`` and ``act`` ("deConv3D + IN + LeakyReLU",
+            seed 002 section 3.2); nnU-Net has a bare transposed conv.
         block_kwargs: passed to every block (e.g. ``bias=True``).
     """
 
@@ -52,10 +58,12 @@ class UNetDecoder(nn.Module):
         expand_ratio: float = 1.0,
         se_ratio: float = 0.0,
         deep_supervision: bool = True,
+        deep_supervision_levels: int | None = None,
         norm: LayerSpec = NNUNET_NORM,
         act: LayerSpec = NNUNET_ACT,
         transpose_bias: bool = False,
         head_bias: bool = False,
+        upsample_norm_act: bool = False,
         **block_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -73,13 +81,17 @@ class UNetDecoder(nn.Module):
         ups, stages, heads = [], [], []
         below = encoder_channels[-1]
         for level in reversed(range(levels)):  # deepest first: the order forward() runs them
-            ups.append(transposed_conv(spatial_dims, below, widths[level], encoder_strides[level + 1], transpose_bias))
+            up = transposed_conv(spatial_dims, below, widths[level], encoder_strides[level + 1], transpose_bias)
+            if upsample_norm_act:
+                up = nn.Sequential(up, norm_layer(norm, spatial_dims, widths[level]), act_layer(act))
+            ups.append(up)
             row = StageSpec(
                 block, blocks_per_stage, kernels[level], 1, expand_ratio,
                 widths[level] + encoder_channels[level], widths[level], se_ratio,
             )  # fmt: skip
             stages.append(build_stage(row, spatial_dims, norm, act, **block_kwargs))
-            if deep_supervision or level == 0:
+            supervised = deep_supervision and (deep_supervision_levels is None or level < deep_supervision_levels)
+            if supervised or level == 0:
                 heads.append(conv(spatial_dims, widths[level], out_channels, 1, bias=head_bias))
             below = widths[level]
         self.ups = nn.ModuleList(ups)
@@ -97,6 +109,7 @@ class UNetDecoder(nn.Module):
         if not (self.deep_supervision and self.training):
             return self.heads[-1](hidden[-1])
         logits: List[torch.Tensor] = []
+        first = len(hidden) - len(self.heads)  # heads sit on the highest-resolution levels
         for i, head in enumerate(self.heads):  # TorchScript cannot zip a ModuleList with a list
-            logits.append(head(hidden[i]))
+            logits.append(head(hidden[first + i]))
         return logits[::-1]

@@ -31,3 +31,23 @@ __all__ = [
     "fixed_ct_normalize",
     "nnunet_augmentation",
 ]
+from monai_effseg.transforms.cascade import (  # noqa: E402
+    FixedBoxCropd,
+    RandFixedBoxCropd,
+    residual_unet_augmentation,
+    stage2_box_mm,
+)
+
+__all__ += ["FixedBoxCropd", "RandFixedBoxCropd", "residual_unet_augmentation", "stage2_box_mm"]
+from monai_effseg.transforms.lits import (  # noqa: E402
+    CombineLiverMaskd,
+    SlabToChannelsd,
+    StageLabeld,
+    lits_augmentation,
+    lits_preprocessing,
+    lits_train_transforms,
+    lits_validation_transforms,
+)
+
+__all__ += ["CombineLiverMaskd", "SlabToChannelsd", "StageLabeld", "lits_augmentation", "lits_preprocessing",
+            "lits_train_transforms", "lits_validation_transforms"]

@@ -1,0 +1,21 @@
+"""Chaining the stages of a multi-stage bundle from its own run list (seed 001: liver, then tumour)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TRAIN_ONLY", "train_stage"]
+
+TRAIN_ONLY = ["$@train#trainer.run()"]
+"""A run list that only trains. Kept here because a bundle config cannot hold this string as data: the parser would
+evaluate it where it appears."""
+
+
+def train_stage(bundle_root: str | Path, configs: Sequence[str], stage: str, **overrides: Any):
+    """Run ``configs`` (names under ``<bundle_root>/configs``) with ``stage`` set and only the trainer, e.g. from the
+    demo's run list after stage 1: ``train_stage(@bundle_root, ['train.json', 'demo.json'], 'tumour', ...)``."""
+    from monai_effseg.workflows import run_bundle
+
+    return run_bundle(bundle_root, list(configs), "train", stage=stage, run=TRAIN_ONLY, **overrides)

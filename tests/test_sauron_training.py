@@ -1,0 +1,199 @@
+"""Sauron during training: the regulariser in the loss, end-of-epoch pruning in a MONAI SupervisedTrainer, resume from
+a pruned checkpoint, and a 2-process gloo DDP run that keeps training after its network shrinks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+from monai.handlers import CheckpointLoader, CheckpointSaver, from_engine
+from monai.losses import DeepSupervisionLoss, DiceCELoss
+
+from monai_effseg.pruning import SauronLoss, SauronPruner, SauronRegularizer, SauronStatsHandler, SauronUNet
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+FEATURES = (4, 8, 16, 32, 64)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # these nets are tiny: one thread is as fast as two and is not stalled by concurrent jobs on a 2-core machine
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+PATCH = (32, 32)
+
+
+def batches(n: int = 4, seed: int = 0) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    data = []
+    for _ in range(n):
+        label = (torch.rand(2, 1, *PATCH, generator=gen) > 0.7).long() + (torch.rand(2, 1, *PATCH, generator=gen) > 0.9)
+        image = label.float() + 0.3 * torch.randn(2, 1, *PATCH, generator=gen)
+        data.append({"image": image, "label": label.float()})
+    return data
+
+
+def build(seed=0, tau_min=0.3, tau_max=0.6, network_wrapper=None, data_seed=0, **pruner_args):
+    """A 2D Sauron net, its loss, Adam and the pruner; ``tau_min`` high so that channels go after epoch 1."""
+    torch.manual_seed(seed)
+    net = SauronUNet(spatial_dims=2, out_channels=3, features=FEATURES)
+    regularizer = SauronRegularizer(net, lam=0.5)
+    loss = SauronLoss(DeepSupervisionLoss(DiceCELoss(to_onehot_y=True, softmax=True), weight_mode="same"), regularizer)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
+    pruner = SauronPruner(
+        regularizer, optimizer, tau_min=tau_min, tau_max=tau_max, flops_input_shape=(1, 1, *PATCH), **pruner_args
+    )
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=batches(seed=data_seed),
+        network=network_wrapper(net) if network_wrapper else net,
+        optimizer=optimizer,
+        loss_function=loss,
+        amp=False,
+    )
+    pruner.attach(trainer)
+    return net, regularizer, optimizer, pruner, trainer
+
+
+def test_penalty_only_in_training_forwards_and_head_dilution():
+    torch.manual_seed(0)
+    net = SauronUNet(spatial_dims=2, features=FEATURES)
+    reg = SauronRegularizer(net, lam=0.5)
+    x = torch.randn(2, 1, *PATCH)
+    net.train()
+    net(x)
+    assert len(reg.terms) == 22
+    terms = torch.stack(reg.terms)
+    penalty = reg.penalty()
+    torch.testing.assert_close(penalty, 0.5 * terms.mean())
+    assert penalty.requires_grad and reg.terms == []
+    net.eval()
+    net(x)
+    assert reg.penalty().item() == 0.0
+    with torch.no_grad():
+        net.train()(x)
+    assert reg.terms == []
+    diluted = SauronRegularizer(net, lam=0.5, head_dilution=True, graph=reg.graph)
+    net(x)
+    torch.testing.assert_close(diluted.penalty(), 0.5 * (terms.sum() + 3) / 25, rtol=1e-4, atol=1e-6)
+    reg.remove()
+    diluted.remove()
+
+
+def test_delta_prune_is_averaged_over_the_epoch():
+    torch.manual_seed(0)
+    net = SauronUNet(spatial_dims=2, features=FEATURES).train()
+    reg = SauronRegularizer(net, lam=0.0)
+    references = dict.fromkeys(reg.graph.layers, 0)
+    xs = [torch.randn(2, 1, *PATCH) for _ in range(3)]
+    reg.start_epoch(references)
+    for x in xs:
+        net(x)
+    layer = "encoder.stages.1.0"
+    assert reg.counts[layer] == 6
+    last_only = SauronRegularizer(net, lam=0.0, graph=reg.graph)
+    last_only.start_epoch(references, keep_last_only=True)
+    reg.start_epoch(references)
+    for x in xs:
+        net(x)
+    assert last_only.counts[layer] == 2 and not torch.allclose(last_only.sums[layer] / 2, reg.sums[layer] / 6)
+
+
+def test_trainer_prunes_every_epoch_logs_and_resumes(tmp_path):
+    net, regularizer, optimizer, pruner, trainer = build()
+    stats = SauronStatsHandler(pruner, str(tmp_path / "runs"), str(tmp_path / "compression.png"), str(tmp_path / "h.json"))
+    stats.attach(trainer)
+    saver = CheckpointSaver(
+        str(tmp_path), {"model": net, "optimizer": optimizer, "pruner": pruner, "trainer": trainer},
+        save_interval=1, n_saved=1, epoch_level=True,
+    )  # fmt: skip
+    saver.attach(trainer)
+    losses, loss_of = [], from_engine(["loss"], first=True)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(loss_of(e.state.output)))
+    trainer.run()
+    full = pruner.history[0]
+    after = pruner.history[-1]
+    assert [h["epoch"] for h in pruner.history] == [0, 1]
+    assert after["params"] < full["params"] and after["flops"] < full["flops"]
+    assert min(after["widths"]) >= 2 and net.sauron_widths.tolist() == after["widths"]
+    # training goes on with the pruned network and the re-indexed Adam state
+    trainer.state.max_epochs = 3
+    trainer.run()
+    assert all(math.isfinite(float(v)) for v in losses) and len(losses) == 12
+    assert [id(p) for p in optimizer.param_groups[0]["params"]] == [id(p) for p in net.parameters()]
+    assert all(optimizer.state[p]["exp_avg"].shape == p.shape for p in net.parameters())
+    assert [h["params"] for h in pruner.history] == sorted((h["params"] for h in pruner.history), reverse=True)
+    assert (tmp_path / "compression.png").stat().st_size > 0
+    assert json.loads((tmp_path / "h.json").read_text())[-1]["epoch"] == 3
+    assert list((tmp_path / "runs").glob("events.out.tfevents.*"))
+
+    # resume: a fresh full-size network, optimizer and pruner take the pruned checkpoint's shape and state
+    net2, _, optimizer2, pruner2, trainer2 = build(seed=1)
+    trainer2.state.max_epochs = 4
+    CheckpointLoader(
+        str(tmp_path / "checkpoint_epoch=3.pt"),
+        {"model": net2, "optimizer": optimizer2, "pruner": pruner2, "trainer": trainer2},
+    ).attach(trainer2)
+    resumed = []
+    trainer2.add_event_handler(Events.EPOCH_STARTED, lambda e: resumed.append(net2.sauron_widths.tolist()))
+    trainer2.run()
+    assert resumed[0] == net.sauron_widths.tolist()
+    assert pruner2.history[:4] == pruner.history and trainer2.state.epoch == 4
+    assert [id(p) for p in optimizer2.param_groups[0]["params"]] == [id(p) for p in net2.parameters()]
+    assert optimizer2.state[next(net2.parameters())]["exp_avg"].shape == next(net2.parameters()).shape
+
+
+def test_last_batch_criterion_and_reference_channel_survives():
+    net, regularizer, optimizer, pruner, trainer = build(epoch_average=False, tau_min=1.01, tau_max=1.01)
+    references = {}
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: references.update(pruner.references))
+    widths = regularizer.graph.widths(net)
+    trainer.run()
+    # tau above every distance: each layer keeps its reference and the farthest channel
+    assert set(regularizer.graph.widths(net).values()) == {2}
+    assert set(references) == set(widths) and all(0 <= r < widths[n] for n, r in references.items())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        # different data per rank, the same decisions
+        net, _, optimizer, pruner, trainer = build(seed=0, network_wrapper=DistributedDataParallel, data_seed=rank)
+        trainer.state.max_epochs = 3
+        wrappers = []
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: wrappers.append(id(e.network)))
+        trainer.run()
+        torch.save({"widths": net.sauron_widths, "wrappers": len(set(wrappers)), "w": next(net.parameters())}, out.format(rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_ddp_prunes_identically_and_keeps_training(tmp_path):
+    out = str(tmp_path / "rank{}.pt")
+    mp.spawn(_ddp_worker, args=(_free_port(), out), nprocs=2, join=True)
+    r0, r1 = (torch.load(out.format(r), weights_only=True) for r in (0, 1))
+    assert torch.equal(r0["widths"], r1["widths"]) and r0["widths"].sum() < 22 * 64
+    assert r0["wrappers"] > 1  # the DDP wrapper was rebuilt after the surgery
+    torch.testing.assert_close(r0["w"], r1["w"])  # gradients were still all-reduced
