@@ -51,7 +51,8 @@ class EfficientNetFlexEncoder(EfficientNetEncoder, BaseEncoder):
 
     def __init__(self, arch_name: str, spatial_dims: int = 3, in_channels: int = 1, pretrained: bool = False, **kwargs):
         if pretrained:
-            raise ValueError(f"no pretrained weights exist for the seed-000 encoder {flexunet_name(arch_name)!r}")
+            names = [n for n, arch in EFFICIENTNET_ENCODERS.items() if arch == arch_name] or [arch_name]
+            raise ValueError(f"no pretrained weights exist for the seed-000 encoder {flexunet_name(names[0])!r}")
         super().__init__(efficientnet_arch(arch_name), spatial_dims, in_channels, **kwargs)
         self.out_channels = self.out_channels[1:]
         self.strides = self.strides[1:]
