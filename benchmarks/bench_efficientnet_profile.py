@@ -5,18 +5,76 @@ FLOPs (2 x MAC, fvcore) for network, encoder and decoder conv stages, at 1x1x128
 
 FLOPs are counted at 64^3 and scaled by 8 (exact for conv MACs: every level keeps integer sizes); pass
 ``--flops-downscale 1`` to count at 128^3. ``effseg profile --all`` prints the same table without the comparison.
+:func:`measure` returns the same figures as a dict (``benchmarks/run_all.py`` uses it).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 
 from monai_effseg.nets import build_net
+from monai_effseg.nets.registry import PROFILE_INPUTS
 from monai_effseg.nets.thesis_table1 import REFERENCE_2XMAC_T, REFERENCE_USED_PARAMS_M, THESIS_TABLE1
-from monai_effseg.profile import format_profiles, profile_model
+from monai_effseg.profile import Profile, format_profiles, profile_model
+
+
+def profile_dict(p: Profile) -> dict:
+    """A :class:`~monai_effseg.profile.Profile` as plain JSON-able data."""
+    return {"name": p.name, "input": list(p.input_shape), "params": dict(p.params), "flops": dict(p.flops),
+            "head_params": p.head_params, "thesis_params": p.thesis_params,
+            "table1_params": {part: p.table1_part("params", part) for part in ("network", "encoder", "decoder")},
+            "table1_flops": {part: p.table1_part("flops", part) for part in ("network", "encoder", "decoder")}}  # fmt: skip
+
+
+def table1_row(p: Profile) -> dict:
+    """Ours next to Table 1 and reference/architectures.md section 4 (params in M, FLOPs in T; None = not there)."""
+    t = THESIS_TABLE1.get(p.name)
+    ours = [p.table1_part("params", part) / 1e6 for part in ("network", "encoder", "decoder")]
+    flops = p.flops["network"] / 1e12
+    return {
+        "name": p.name,
+        "params_m": ours[0], "enc_params_m": ours[1], "dec_params_m": ours[2],
+        "table1_params_m": t[3] if t else None, "table1_enc_params_m": t[4] if t else None,
+        "table1_dec_params_m": t[5] if t else None,
+        "used_params": p.params["network"], "reference_used_params_m": REFERENCE_USED_PARAMS_M.get(p.name),
+        "flops_t": flops, "table1_flops_t": t[0] if t else None,
+        "flops_diff_pct": (flops / t[0] - 1) * 100 if t else None,
+        "reference_2xmac_t": REFERENCE_2XMAC_T.get(p.name),
+        "reference_diff_pct": (flops / REFERENCE_2XMAC_T[p.name] - 1) * 100 if p.name in REFERENCE_2XMAC_T else None,
+    }  # fmt: skip
+
+
+def measure(
+    names: Sequence[str] = tuple(THESIS_TABLE1),
+    flops_downscale: int = 2,
+    input_shape: Sequence[int] | None = None,
+    keep_going: bool = False,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> dict:
+    """Profile ``names`` (at ``input_shape`` with the batch, default each network's paper input) and compare with
+    Table 1. Returns ``{"profiles": [...], "table1": [...], "errors": {name: message}, "_objects": [Profile, ...]}``
+    (``_objects`` is not JSON-able); with ``keep_going`` a network that fails is recorded in ``errors`` instead of
+    raising."""
+    profiles, errors = [], {}
+    for name in names:
+        start = time.perf_counter()
+        try:
+            shape = tuple(input_shape) if input_shape else (1, *PROFILE_INPUTS.get(name, (1, 128, 128, 128)))
+            profiles.append(profile_model(name, build_net(name), shape, flops_downscale))
+        except Exception as exc:  # noqa: BLE001 - recorded, the rest still runs
+            if not keep_going:
+                raise
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log(f"profile {name} failed: {errors[name]}")
+            continue
+        log(f"profiled {name} ({time.perf_counter() - start:.1f} s)")
+    return {"profiles": [profile_dict(p) for p in profiles], "table1": [table1_row(p) for p in profiles],
+            "errors": errors, "_objects": profiles}  # fmt: skip
 
 
 def main() -> None:
@@ -25,30 +83,26 @@ def main() -> None:
     parser.add_argument("--flops-downscale", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    profiles = []
-    for name in args.names:
-        profiles.append(profile_model(name, build_net(name), (1, 1, 128, 128, 128), args.flops_downscale))
-        print(f"profiled {name}", file=sys.stderr)
-    print(format_profiles(profiles))
+    result = measure(args.names, args.flops_downscale, input_shape=(1, 1, 128, 128, 128))
+    print(format_profiles(result["_objects"]))
     print(
         "\n| network | params (ours, with head) | Table 1 | enc (ours) | Table 1 | dec (ours) | Table 1 "
         "| used params (ours) | reference used | FLOPs (ours) | Table 1 | diff | reference 2xMAC | diff |"
     )
     print("|" + "---|" * 15)
-    for p in profiles:
-        t = THESIS_TABLE1.get(p.name)
-        ours = [p.table1_part("params", part) / 1e6 for part in ("network", "encoder", "decoder")]
-        flops = p.flops["network"] / 1e12
-        thesis = [f"{v:.3f}M" if t else "-" for v in (t[3:] if t else (0, 0, 0))]
-        ref_used = REFERENCE_USED_PARAMS_M.get(p.name)
-        ref_flops = REFERENCE_2XMAC_T.get(p.name)
+    for r in result["table1"]:
+        def m(v):
+            return f"{v:.3f}M" if v is not None else "-"
+
         cells = [
-            f"{ours[0]:.3f}M", thesis[0], f"{ours[1]:.3f}M", thesis[1], f"{ours[2]:.3f}M", thesis[2],
-            f"{p.params['network']:,}", f"{ref_used:.3f}M" if ref_used else "-",
-            f"{flops:.3f}T", f"{t[0]:.3f}T" if t else "-", f"{(flops / t[0] - 1) * 100:+.1f}%" if t else "-",
-            f"{ref_flops:.3f}T" if ref_flops else "-", f"{(flops / ref_flops - 1) * 100:+.2f}%" if ref_flops else "-",
+            m(r["params_m"]), m(r["table1_params_m"]), m(r["enc_params_m"]), m(r["table1_enc_params_m"]),
+            m(r["dec_params_m"]), m(r["table1_dec_params_m"]), f"{r['used_params']:,}", m(r["reference_used_params_m"]),
+            f"{r['flops_t']:.3f}T", f"{r['table1_flops_t']:.3f}T" if r["table1_flops_t"] else "-",
+            f"{r['flops_diff_pct']:+.1f}%" if r["flops_diff_pct"] is not None else "-",
+            f"{r['reference_2xmac_t']:.3f}T" if r["reference_2xmac_t"] else "-",
+            f"{r['reference_diff_pct']:+.2f}%" if r["reference_diff_pct"] is not None else "-",
         ]  # fmt: skip
-        print(f"| {p.name} | " + " | ".join(cells) + " |")
+        print(f"| {r['name']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

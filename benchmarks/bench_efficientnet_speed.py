@@ -11,6 +11,7 @@ processes hits all of them alike. Wall time and process CPU time are both record
 
 The bar (issue 4): time ratio to PlainUNet <= FLOP ratio (b0 0.633, V2-S 0.707), same mode. The "vs best plain"
 column compares with PlainUNet's faster mode, so no speed-up of ours can hide behind a slower baseline.
+:func:`measure` returns the samples and the table as a dict (``benchmarks/run_all.py`` uses it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -36,6 +38,68 @@ def run_once(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def measure(
+    nets: Sequence[str] = (BASELINE, "efficientunet-b0", "efficientunetv2-s"),
+    modes: Sequence[str] = ("eager", "optimized"),
+    size: int = 128,
+    threads: int = 2,
+    rounds: int = 5,
+    return_freed_memory: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Time every (network, mode) side by side (see the module docstring). Returns the settings, the load average,
+    the FLOPs, every sample (wall, CPU) and one row per (network, mode) with min / median and the ratios to the
+    baseline (``None`` where the baseline is not among ``nets``)."""
+    allocator = "glibc default" if return_freed_memory else f"keep_freed_memory()={keep_freed_memory()}"
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, *[size] * 3)
+
+    models, flops = {}, {}
+    for name in nets:
+        net = build_net(name, deep_supervision=False).eval()
+        flops[name] = count_flops(net, (1, 1, *[size] * 3), downscale=2)["network"]
+        for mode in modes:
+            models[name, mode] = net if mode == "eager" else optimize_for_inference(net)
+    load_before = os.getloadavg()
+    log(f"load average before: {load_before}; threads {torch.get_num_threads()}; input 1x1x{size}^3; "
+        f"allocator: {allocator}")
+    for model in models.values():  # warm-up (oneDNN primitive creation, page faults)
+        run_once(model, x)
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in models}
+    for r in range(rounds):
+        for key, model in models.items():
+            samples[key].append(run_once(model, x))
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k[0]}/{k[1]} {v[-1][0]:.2f}s" for k, v in samples.items()))
+    load_after = os.getloadavg()
+    log(f"load average after: {load_after}")
+
+    def stat(key, index, fn):
+        return fn([s[index] for s in samples[key]])
+
+    best_plain = min(stat((BASELINE, m), 0, min) for m in modes) if BASELINE in nets else None
+    rows = []
+    for name, mode in models:
+        base = (BASELINE, mode)
+        row = {"name": name, "mode": mode,
+               "wall_min_s": stat((name, mode), 0, min), "wall_median_s": stat((name, mode), 0, statistics.median),
+               "cpu_min_s": stat((name, mode), 1, min), "cpu_median_s": stat((name, mode), 1, statistics.median),
+               "ratio_wall_min": None, "ratio_wall_median": None, "ratio_cpu_min": None, "vs_best_plain_wall_min": None,
+               "flops": flops[name], "flop_ratio": flops[name] / flops[BASELINE] if BASELINE in flops else None}  # fmt: skip
+        if base in samples:
+            row.update(
+                ratio_wall_min=row["wall_min_s"] / stat(base, 0, min),
+                ratio_wall_median=row["wall_median_s"] / stat(base, 0, statistics.median),
+                ratio_cpu_min=row["cpu_min_s"] / stat(base, 1, min),
+                vs_best_plain_wall_min=row["wall_min_s"] / best_plain,
+            )
+        rows.append(row)
+    return {"baseline": BASELINE, "input": [1, 1, size, size, size], "threads": threads, "rounds": rounds,
+            "modes": list(modes), "allocator": allocator, "load_before": list(load_before),
+            "load_after": list(load_after), "flops": flops,
+            "samples": {f"{k[0]}/{k[1]}": [list(s) for s in v] for k, v in samples.items()}, "rows": rows}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nets", nargs="+", default=[BASELINE, "efficientunet-b0", "efficientunetv2-s"])
@@ -46,53 +110,24 @@ def main() -> None:
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="leave glibc's default (return large freed blocks to the OS) instead of keep_freed_memory()")
     args = parser.parse_args()
-    allocator = "glibc default" if args.return_freed_memory else f"keep_freed_memory()={keep_freed_memory()}"
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    x = torch.randn(1, 1, *[args.size] * 3)
+    result = measure(args.nets, args.modes, args.size, args.threads, args.rounds, args.return_freed_memory)
 
-    models, flops = {}, {}
-    for name in args.nets:
-        net = build_net(name, deep_supervision=False).eval()
-        flops[name] = count_flops(net, (1, 1, *[args.size] * 3), downscale=2)["network"]
-        for mode in args.modes:
-            models[name, mode] = net if mode == "eager" else optimize_for_inference(net)
-    print(f"load average before: {os.getloadavg()}; threads {torch.get_num_threads()}; input 1x1x{args.size}^3; "
-          f"allocator: {allocator}")
-    for model in models.values():  # warm-up (oneDNN primitive creation, page faults)
-        run_once(model, x)
-    samples: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in models}
-    for r in range(args.rounds):
-        for key, model in models.items():
-            samples[key].append(run_once(model, x))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k[0]}/{k[1]} {v[-1][0]:.2f}s" for k, v in samples.items()))
-    print(f"load average after: {os.getloadavg()}")
-
-    def stat(key, index, fn):
-        return fn([s[index] for s in samples[key]])
+    def fmt(value):
+        return "-" if value is None else f"{value:.3f}"
 
     print(
         "\n| network | mode | wall min (s) | wall median (s) | CPU min (s) | CPU median (s) | ratio (wall min) "
         "| ratio (wall median) | ratio (CPU min) | vs best plain (wall min) | FLOPs (2xMAC) | FLOP ratio |"
     )
     print("|" + "---|" * 12)
-    best_plain = min(stat((BASELINE, m), 0, min) for m in args.modes) if BASELINE in args.nets else None
-    for (name, mode) in models:
-        base = (BASELINE, mode)
-        ratios = ["-"] * 4
-        if base in samples:
-            ratios = [
-                f"{stat((name, mode), 0, min) / stat(base, 0, min):.3f}",
-                f"{stat((name, mode), 0, statistics.median) / stat(base, 0, statistics.median):.3f}",
-                f"{stat((name, mode), 1, min) / stat(base, 1, min):.3f}",
-                f"{stat((name, mode), 0, min) / best_plain:.3f}",
-            ]
-        flop_ratio = flops[name] / flops[BASELINE] if BASELINE in flops else float("nan")
+    for r in result["rows"]:
+        ratios = [fmt(r[k]) for k in ("ratio_wall_min", "ratio_wall_median", "ratio_cpu_min", "vs_best_plain_wall_min")]
+        flop_ratio = r["flop_ratio"] if r["flop_ratio"] is not None else float("nan")
         print(
-            f"| {name} | {mode} | {stat((name, mode), 0, min):.2f} | {stat((name, mode), 0, statistics.median):.2f} "
-            f"| {stat((name, mode), 1, min):.2f} | {stat((name, mode), 1, statistics.median):.2f} | "
+            f"| {r['name']} | {r['mode']} | {r['wall_min_s']:.2f} | {r['wall_median_s']:.2f} "
+            f"| {r['cpu_min_s']:.2f} | {r['cpu_median_s']:.2f} | "
             + " | ".join(ratios)
-            + f" | {flops[name] / 1e12:.3f}T | {flop_ratio:.3f} |"
+            + f" | {r['flops'] / 1e12:.3f}T | {flop_ratio:.3f} |"
         )
 
 

@@ -97,6 +97,22 @@ def test_lits_layout_and_pooled_summary(tmp_path, shared_dir):
     assert (tmp_path / "out" / "boxplot_liver.png").is_file()
 
 
+def test_predictions_named_after_lits_images_are_found(tmp_path, shared_dir):
+    """A bundle saves its prediction under the image's name (``volume-3.nii``): in a prediction folder that is a
+    label map, while in a reference folder ``volume-*`` stays an image."""
+    seg, _ = real_crop(shared_dir)
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    save(tmp_path / "gt" / "segmentation-3.nii", seg, affine)
+    save(tmp_path / "gt" / "volume-3.nii", np.zeros_like(seg), affine)
+    save(tmp_path / "pred" / "volume-3.nii", seg, affine)
+    assert [p.name for _, p in find_cases(tmp_path / "gt").values()] == ["segmentation-3.nii"]
+    datalist = [{"case_id": "volume-3", "image": str(tmp_path / "gt" / "volume-3.nii"),
+                 "label": str(tmp_path / "gt" / "segmentation-3.nii")}]  # fmt: skip
+    summary = evaluate_datalist(datalist, tmp_path / "pred", tmp_path / "out", "lits")
+    assert summary["metrics"]["liver_dice"]["mean"] == pytest.approx(1.0)
+    assert evaluate_folders(tmp_path / "pred", tmp_path / "gt", "lits", tmp_path / "out2")["metrics"]
+
+
 def test_mismatched_case_lists_name_the_cases(kits_dirs, tmp_path):
     root, seg, _, _ = kits_dirs
     pred_dir = tmp_path / "pred"

@@ -57,3 +57,14 @@ __all__ = [
     "validate_datalist",
     "validate_image",
 ]
+from monai_effseg.data.pipeline import (  # noqa: E402
+    augment_on_device,
+    cached_dataset,
+    dataloader,
+    default_num_workers,
+    split_transform,
+    transform_hash,
+)
+
+__all__ += ["augment_on_device", "cached_dataset", "dataloader", "default_num_workers", "split_transform",
+            "transform_hash"]  # fmt: skip

@@ -36,6 +36,7 @@ __all__ = [
     "intensity_normalization",
     "load_fingerprint",
     "load_or_compute_fingerprint",
+    "with_case_ids",
 ]
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,15 @@ def _summarise(samples: np.ndarray) -> dict[str, Optional[float]]:
     }
 
 
+def with_case_ids(datalist: Sequence[Item]) -> list[Item]:
+    """``datalist`` with a ``case_id`` in every item: items without one (MONAI Label's training datalists carry only
+    ``image`` and ``label``) are named after their image as predictions are
+    (:func:`monai_effseg.transforms.case_id_from_path`)."""
+    from monai_effseg.transforms.save import case_id_from_path  # lazy: monai_effseg.transforms imports this package
+
+    return [item if "case_id" in item else {**item, "case_id": case_id_from_path(item["image"])} for item in datalist]
+
+
 def compute_fingerprint(
     datalist: Sequence[Item],
     num_classes: Optional[int] = None,
@@ -200,6 +210,7 @@ def compute_fingerprint(
     """
     if not datalist:
         raise ValueError("compute_fingerprint needs at least one case")
+    datalist = with_case_ids(datalist)
     workers = max(1, int(num_workers))
 
     def stats(item: Item) -> dict[str, Any]:
@@ -272,6 +283,7 @@ def load_or_compute_fingerprint(
     """The fingerprint cached at ``path`` if it was computed for exactly these case ids, else computed and written
     atomically to ``path``."""
     path = Path(path)
+    datalist = with_case_ids(datalist)
     wanted = sorted(item["case_id"] for item in datalist)
     if path.is_file():
         try:

@@ -7,7 +7,7 @@ layers, whereas the bottom set increases the deeper layers", section 4.1.1). :fu
 into the printed table (one :class:`~monai_effseg.blocks.StageSpec` per row), and :func:`lite_encoder` builds it:
 the stem (a strided 3x3 conv, the "stem block" of section 3.1.4) followed by the rows, through the block registry.
 
-Readings of the tables (docs/lite_unet.md lists each with its reason):
+Readings of the tables (docs/deviations.md lists each with its reason):
 
 - "top" = the tables "focusing resources on the shallower layers", "bottom" = "on the deeper layers" (section 4.1.1).
 - A.18 (3D ShuffleNetV2 default) prints the 2D table A.9 (2D strides, 2D widths). We keep its rows and widths and

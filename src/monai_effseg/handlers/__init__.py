@@ -1,5 +1,6 @@
 """Ignite handlers used by the bundles."""
 
+from monai_effseg.handlers.ref import handler_ref
 from monai_effseg.handlers.resume import (
     ResumeFromLatest,
     TrainingCheckpointSaver,
@@ -7,4 +8,4 @@ from monai_effseg.handlers.resume import (
     latest_checkpoint,
 )
 
-__all__ = ["ResumeFromLatest", "TrainingCheckpointSaver", "interval_checkpoints", "latest_checkpoint"]
+__all__ = ["ResumeFromLatest", "TrainingCheckpointSaver", "handler_ref", "interval_checkpoints", "latest_checkpoint"]

@@ -78,7 +78,7 @@ class CascadeInferer(Inferer):
         second_min_ratio: stage 1's label is reduced to its one or two largest components (the kidney pair rule)
             before it centres the box, so a stray false positive cannot move the box off the kidneys.
         sw_batch_size, overlap, mode, mirror_axes, kwargs: the sliding windows' settings
-            (:class:`~monai_effseg.inferers.SlidingWindowMirrorInferer`).
+            (:class:`~monai_effseg.inferers.SlidingWindowMirrorInferer`: ``amp``, ``sw_device``, ``device``...).
     """
 
     def __init__(

@@ -42,6 +42,7 @@ class LiverTumourInferer(Inferer):
         component_threshold: a tumour component survives if its peak probability reaches this (>= the tumour
             threshold; the thesis gives no value).
         keep_largest_liver: keep only the largest liver component.
+        amp, amp_dtype: autocast of both stages' network calls, see :class:`~monai_effseg.inferers.SliceStackInferer`.
     """
 
     def __init__(
@@ -57,13 +58,16 @@ class LiverTumourInferer(Inferer):
         keep_largest_liver: bool = True,
         slice_axis: int = -1,
         channels_last: bool = False,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if combine not in COMBINE_MODES:
             raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
         if component_threshold < tumour_threshold:
             raise ValueError("component_threshold below tumour_threshold would keep components it cannot see")
-        self.slices = SliceStackInferer(spatial_dims, in_slices, out_slices, batch_size, slice_axis, channels_last)
+        self.slices = SliceStackInferer(spatial_dims, in_slices, out_slices, batch_size, slice_axis, channels_last,
+                                        amp=amp, amp_dtype=amp_dtype)  # fmt: skip
         self.combine = combine
         self.liver_threshold = liver_threshold
         self.tumour_threshold = tumour_threshold

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer
 
+from monai_effseg.training.amp import autocast, to_float
+
 __all__ = ["SliceStackInferer"]
 
 
@@ -29,6 +31,9 @@ class SliceStackInferer(Inferer):
         slice_axis: spatial axis of the slices in the volume (default the last, z in RAS).
         channels_last: pass slabs as channels-last tensors (oneDNN's fast layout on the CPU, e.g. for the fused DSTS
             branches); the output is contiguous either way.
+        amp: run the network under :func:`monai_effseg.training.autocast` for the input's device (bf16 on the CPU and
+            recent GPUs, fp16 on older ones); the outputs are float32.
+        amp_dtype: the autocast dtype instead of :func:`monai_effseg.training.amp_dtype`'s.
     """
 
     def __init__(
@@ -39,6 +44,8 @@ class SliceStackInferer(Inferer):
         batch_size: int = 8,
         slice_axis: int = -1,
         channels_last: bool = False,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -53,6 +60,8 @@ class SliceStackInferer(Inferer):
         self.batch_size = batch_size
         self.slice_axis = slice_axis
         self.channels_last = channels_last
+        self.amp = bool(amp)
+        self.amp_dtype = amp_dtype
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         """``inputs (B, C, *spatial)`` -> ``(B, K, *spatial)`` logits (whatever the network returns, reassembled)."""
@@ -73,7 +82,9 @@ class SliceStackInferer(Inferer):
             if self.channels_last:
                 fmt = torch.channels_last if slabs.dim() == 4 else torch.channels_last_3d
                 slabs = slabs.contiguous(memory_format=fmt)
-            pred = network(slabs, *args, **kwargs).contiguous()
+            with autocast(slabs.device, self.amp, self.amp_dtype):
+                pred = network(slabs, *args, **kwargs)
+            pred = (to_float(pred) if self.amp else pred).contiguous()
             if self.spatial_dims == 2:
                 pred = pred.unsqueeze(2)
             # (n * B, K, out, X, Y) -> (B, K, n * out, X, Y), windows in order

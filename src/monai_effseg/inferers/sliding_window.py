@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.inferers import SlidingWindowInferer
+from monai.inferers import SlidingWindowInfererAdapt
+
+from monai_effseg.training.amp import AutocastPredictor
 
 
 def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -32,20 +34,33 @@ class MirroredPredictor:
         return total / len(self.flips)
 
 
-class SlidingWindowMirrorInferer(SlidingWindowInferer):
-    """MONAI's ``SlidingWindowInferer`` (Gaussian blending by default) with optional mirror TTA inside each window.
+class SlidingWindowMirrorInferer(SlidingWindowInfererAdapt):
+    """MONAI's sliding-window inferer (Gaussian blending by default) with optional mirror TTA inside each window and
+    optional autocast.
+
+    It is MONAI's ``SlidingWindowInfererAdapt``: with ``device=None`` (the default) a CUDA input is stitched on the
+    GPU, and a volume whose output does not fit there is stitched on the CPU instead (buffered first), while the
+    windows still run on the GPU; the size that failed is remembered for the next volumes. ``sw_device`` is where
+    the windows run (default: the input's device): set it to the GPU to segment a volume held on the CPU.
 
     Args:
         mirror_axes: spatial axes to mirror; ``()`` turns TTA off. ``(0, 1, 2)`` is nnU-Net's and MSS U-Net's
             "mirror on all axes" (8 passes per window).
+        amp: run every network call under :func:`monai_effseg.training.autocast` for the window's device (bf16 on the
+            CPU and recent GPUs, fp16 on older ones); the logits are blended and averaged in float32.
+        amp_dtype: the autocast dtype instead of :func:`monai_effseg.training.amp_dtype`'s.
         kwargs: everything ``SlidingWindowInferer`` takes (``roi_size``, ``overlap``, ``sw_device``, ``device``...).
     """
 
     def __init__(self, roi_size, sw_batch_size: int = 1, overlap: float = 0.5, mode: str = "gaussian",
-                 mirror_axes: Sequence[int] = (), **kwargs: Any) -> None:  # fmt: skip
+                 mirror_axes: Sequence[int] = (), amp: bool = False, amp_dtype: torch.dtype | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode, **kwargs)
         self.mirror_axes = tuple(mirror_axes)
+        self.amp = bool(amp)
+        self.amp_dtype = amp_dtype
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any):
-        predictor = MirroredPredictor(network, self.mirror_axes) if self.mirror_axes else network
+        predictor = AutocastPredictor(network, self.amp, self.amp_dtype) if self.amp else network
+        predictor = MirroredPredictor(predictor, self.mirror_axes) if self.mirror_axes else predictor
         return super().__call__(inputs, predictor, *args, **kwargs)

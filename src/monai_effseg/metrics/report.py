@@ -57,9 +57,9 @@ def _stem(name: str) -> str | None:
     return None
 
 
-def _is_label_file(path: Path) -> bool:
+def _is_label_file(path: Path, skip_images: bool = True) -> bool:
     stem = _stem(path.name)
-    return path.is_file() and stem is not None and not stem.lower().startswith(_IMAGE_PREFIXES)
+    return path.is_file() and stem is not None and not (skip_images and stem.lower().startswith(_IMAGE_PREFIXES))
 
 
 def _case_key(name: str) -> str:
@@ -67,8 +67,11 @@ def _case_key(name: str) -> str:
     return str(int(digits[-1])) if digits else name
 
 
-def find_cases(folder: str | Path) -> dict[str, tuple[str, Path]]:
-    """Map case key -> (case name, label file) for every label map in ``folder`` (see the module docstring)."""
+def find_cases(folder: str | Path, skip_images: bool = True) -> dict[str, tuple[str, Path]]:
+    """Map case key -> (case name, label file) for every label map in ``folder`` (see the module docstring).
+
+    ``skip_images=False`` is for prediction folders, where every file is a label map: a prediction saved under its
+    image's name (LiTS ``volume-12.nii.gz``) is one."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a directory")
@@ -78,11 +81,11 @@ def find_cases(folder: str | Path) -> dict[str, tuple[str, Path]]:
             continue
         if entry.is_dir():
             known = [entry / f for f in _LABEL_FILES_IN_CASE_FOLDER if (entry / f).is_file()]
-            labels = known[:1] or [p for p in sorted(entry.iterdir()) if _is_label_file(p)]
+            labels = known[:1] or [p for p in sorted(entry.iterdir()) if _is_label_file(p, skip_images)]
             if len(labels) != 1:
                 continue  # not a case folder (or ambiguous: several label files and none of the known names)
             name, path = entry.name, labels[0]
-        elif _is_label_file(entry):
+        elif _is_label_file(entry, skip_images):
             name, path = str(_stem(entry.name)), entry
         else:
             continue
@@ -94,7 +97,7 @@ def find_cases(folder: str | Path) -> dict[str, tuple[str, Path]]:
 
 
 def _pair_cases(pred_dir: Path, gt_dir: Path, require_all_gt: bool) -> list[tuple[str, Path, Path]]:
-    preds, gts = find_cases(pred_dir), find_cases(gt_dir)
+    preds, gts = find_cases(pred_dir, skip_images=False), find_cases(gt_dir)
     if not gts:
         raise ValueError(f"no reference label maps found in {gt_dir}")
     extra = sorted(preds[k][0] for k in preds.keys() - gts.keys())
@@ -301,7 +304,7 @@ def evaluate_datalist(
     ``monai_effseg.visualize.save_best_and_worst``.
     """
     _check_protocol(protocol)
-    preds = find_cases(pred_dir)
+    preds = find_cases(pred_dir, skip_images=False)
     missing = [item["case_id"] for item in datalist if _case_key(str(item["case_id"])) not in preds]
     if missing:
         raise ValueError(f"no prediction in {pred_dir} for {len(missing)} datalist case(s): {missing}")

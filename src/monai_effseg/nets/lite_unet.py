@@ -16,7 +16,7 @@ output the middle 4 slices ``(B, C, 4, H, W)``. Each decoder level keeps ``min(s
 resolution, 4)`` slices, so z is upsampled exactly once, where the encoder drops below 4 slices; the encoder's
 shortcuts (and the input shortcut) are centre-cropped along z to fit ("The shortcut connections are cropped to the
 desired size on the encoder side to fit the decoder", section 3.1.5). With the tables' z-strides (layers 3 and 4)
-that is at the 1/16 -> 1/8 level; see docs/lite_unet.md for why the text's "first resizing" cannot hold with them.
+that is at the 1/16 -> 1/8 level; see docs/deviations.md for why the text's "first resizing" cannot hold with them.
 """
 
 from __future__ import annotations

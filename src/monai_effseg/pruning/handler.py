@@ -4,7 +4,7 @@ Valverde et al., Sauron (Neurocomputing 2024), algorithm 1 / authors' ``lib/call
 each prunable layer drops the channels whose ``delta_prune`` (distance to a reference channel, max-normalised) is
 below the layer's threshold ``tau``, and ``tau`` climbs a grid when the training loss plateaus.
 
-Differences from the authors' code (docs/sauron.md lists all of them):
+Differences from the authors' code (docs/deviations.md lists all of them):
 
 - ``delta_prune`` is averaged over the epoch's training forwards against one reference channel per layer drawn at
   the start of the epoch, instead of taken from the last forward pass (often a validation patch in their code). A

@@ -1,4 +1,5 @@
-"""Chaining the stages of a multi-stage bundle from its own run list (seed 001: liver, then tumour)."""
+"""Training helpers: chaining the stages of a multi-stage bundle from its own run list (seed 001: liver, then
+tumour), and the mixed-precision policy (:mod:`monai_effseg.training.amp`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRAIN_ONLY", "train_stage"]
+from monai_effseg.training.amp import (
+    AmpSupervisedTrainer,
+    AutocastPredictor,
+    amp_dtype,
+    amp_kwargs,
+    autocast,
+    grad_scaler,
+    to_float,
+)
+
+__all__ = ["TRAIN_ONLY", "train_stage", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype", "amp_kwargs",
+           "autocast", "grad_scaler", "to_float"]  # fmt: skip
 
 TRAIN_ONLY = ["$@train#trainer.run()"]
 """A run list that only trains. Kept here because a bundle config cannot hold this string as data: the parser would

@@ -51,3 +51,6 @@ from monai_effseg.transforms.lits import (  # noqa: E402
 
 __all__ += ["CombineLiverMaskd", "SlabToChannelsd", "StageLabeld", "lits_augmentation", "lits_preprocessing",
             "lits_train_transforms", "lits_validation_transforms"]
+from monai_effseg.transforms.spatial import SafeSpacingd  # noqa: E402
+
+__all__ += ["SafeSpacingd"]

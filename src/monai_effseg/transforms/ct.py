@@ -16,9 +16,10 @@ from typing import Any, Optional, Union
 
 import numpy as np
 from monai.config import KeysCollection
-from monai.transforms import Compose, EnsureTyped, LoadImaged, Orientationd, ScaleIntensityRanged, Spacingd
+from monai.transforms import Compose, EnsureTyped, LoadImaged, Orientationd, ScaleIntensityRanged
 
 from monai_effseg.data.fingerprint import DEFAULT_FINGERPRINTS, intensity_normalization, load_fingerprint
+from monai_effseg.transforms.spatial import SafeSpacingd
 
 __all__ = ["RAS_LABELS", "CTNormalized", "as_fingerprint", "ct_preprocessing", "fixed_ct_normalize"]
 
@@ -133,7 +134,8 @@ def ct_preprocessing(
     transforms.append(Orientationd(keys, axcodes="RAS", labels=RAS_LABELS, **common))
     if target is not None:
         modes = [spacing_mode] + ["nearest"] * (len(keys) - 1)
-        transforms.append(Spacingd(keys, pixdim=[float(s) for s in target], mode=modes, **common))
+        # SafeSpacingd: monai 1.6's Spacingd breaks on MONAI Label's string ``image_path`` entry
+        transforms.append(SafeSpacingd(keys, pixdim=[float(s) for s in target], mode=modes, **common))
     transforms.append(CTNormalized(image_key, fingerprint, **common))
     transforms.append(EnsureTyped(keys, **common))
     return Compose(transforms)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, SaveImage
+from monai.transforms import SaveImaged
 
 
 def case_id_from_path(path: str | Path) -> str:
@@ -22,12 +22,17 @@ def case_id_from_path(path: str | Path) -> str:
     return path.parent.name if name in ("imaging", "image", "ct") else name
 
 
-class SavePredictiond(MapTransform):
+class SavePredictiond(SaveImaged):
     """Save ``d[key]`` to ``<output_dir>/<case id><output_postfix>.nii.gz``.
 
     MONAI's ``SaveImaged`` names files after the input file, so KiTS's ``case_*/imaging.nii.gz`` layout would give
     every case the same name; this names them by ``d[case_id_key]`` (or the folder of a generically named input).
     The write goes to a temporary file that is renamed into place, so a crash never leaves a half-written NIfTI.
+
+    It *is* a ``SaveImaged`` (same ``SaveImage`` saver, only the file name differs), so hosts that drop the saver
+    of a bundle's ``postprocessing`` and write the result themselves recognise it: MONAI Label's ``monaibundle``
+    app filters ``SaveImaged`` instances out and returns ``d["pred"]`` to the client instead of writing to
+    ``output_dir``.
     """
 
     def __init__(
@@ -41,11 +46,8 @@ class SavePredictiond(MapTransform):
     ) -> None:
         from monai_effseg.data.io import AtomicNibabelWriter
 
-        super().__init__(keys, allow_missing_keys)
-        self.output_dir = Path(output_dir)
-        self.case_id_key = case_id_key
-        self.output_postfix = output_postfix
-        self.saver = SaveImage(
+        super().__init__(
+            keys,
             output_dir=str(output_dir),
             output_ext=".nii.gz",
             output_dtype=output_dtype,
@@ -53,7 +55,11 @@ class SavePredictiond(MapTransform):
             writer=AtomicNibabelWriter,
             print_log=False,
             savepath_in_metadict=True,
+            allow_missing_keys=allow_missing_keys,
         )
+        self.output_dir = Path(output_dir)
+        self.case_id_key = case_id_key
+        self.output_postfix = output_postfix
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

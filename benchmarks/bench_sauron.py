@@ -1,0 +1,452 @@
+"""Sauron pruning on the CPU (issue 7): compression with quality, and whether the pruned network's speed is real.
+
+**Compression with quality.** The ``kits_sauron_nnunet`` demo (``train.json`` + ``demo.json``: synthetic KiTS-like
+phantoms, its patch, widths and budget) trains with Sauron pruning after every epoch. Two unpruned references get the
+*same* budget (epochs x iterations per epoch, batch, patch):
+
+- ``unpruned``: the same bundle, net, data, optimizer and seed with pruning switched off (``sauron_lambda = 0`` and
+  every threshold 0: ``delta_prune >= 0`` always holds, so no channel is ever dropped) -- the like-for-like control;
+- ``nnunet_baseline``: the ``kits_nnunet_baseline`` demo (PlainUNet 16-128, KiTS21 labels with cysts, SGD), as the
+  issue names it; its kidney figure is KiTS21 "kidney and masses", the Sauron bundle's is KiTS19 "kidney" (label > 0),
+  both the kidney including its masses.
+
+Validation runs after every epoch (the demos validate every few epochs); the record per epoch is the FLOPs of the
+network as it is at that moment (2 x conv MACs at the demo patch, batch 1, counted on the ``meta`` device by
+:func:`monai_effseg.pruning.conv_flops`; for the pruned run this is after that epoch's surgery, which runs before
+validation) and the validation kidney Dice. At the end each final network (``model_final.pt``: for the pruned run the
+most compressed one, so all runs use their final weights) is evaluated on the demo's 6 hold-out phantoms
+(:func:`monai_effseg.workflows.evaluate_holdout`). Printed: the per-epoch table, FLOPs reduction (%), the Dice gap
+pruned - unpruned; ``--plot PNG`` draws validation Dice against FLOPs.
+
+**The speed is real.** Forward time on ``--threads`` CPU threads at ``1x1x160x160x80`` (the paper's patch), eval mode
+under ``torch.inference_mode``, warm-up then the median of ``--rounds`` rounds, the pruned and unpruned nets
+*interleaved* in each round so that machine load hits both alike. Two pairs:
+
+- ``full``: the bundle's full-size nnU-Net (``train.json`` features, 24-384) and the same net with each prunable
+  layer kept at the demo's kept fraction of that layer (``round(full_width * demo_kept / demo_width)``, at least 2);
+  the layer names are the same at both sizes (5 levels each).
+- ``demo``: the demo's own unpruned and pruned nets (features of ``demo.json``).
+
+For each: time ratio (pruned / unpruned), FLOP ratio and their quotient, which the issue wants within [0.5, 2].
+Both in eager PyTorch (NCDHW) and, with ``--optimized``, after :func:`monai_effseg.nets.inference.optimize_for_inference`
+(channels-last oneDNN convs), the form a CPU deployment would run.
+
+The pruned widths come from this run's Sauron training or, with ``--widths-from model.pt``, from a saved checkpoint
+(its ``sauron_widths`` buffer; ``--widths-features`` = the features that net was built with, default the demo's).
+``--skip-training`` with ``--widths-from`` times only. Run it when the CPU is otherwise idle; other processes
+stretch every time (the time *ratios* are interleaved and suffer less).
+
+    python benchmarks/bench_sauron.py [--max-epochs N] [--runs sauron unpruned nnunet_baseline] [--plot curve.png]
+        [--json out.json] [--widths-from model.pt --skip-training] [--optimized]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+import torch
+from ignite.engine import Events
+from torch import nn
+
+from monai_effseg.pruning import ChannelGraph, SauronUNet, conv_flops, resize_channels, stored_widths
+from monai_effseg.workflows import bundle_workflow, evaluate_holdout
+
+REPO = Path(__file__).resolve().parents[1]
+SAURON = "kits_sauron_nnunet"
+BASELINE = "kits_nnunet_baseline"
+SPEED_INPUT = (1, 1, 160, 160, 80)
+# pruning off: no penalty, and every threshold 0 (delta_prune >= 0 always, so select_channels keeps every channel)
+NO_PRUNING = {"sauron_lambda": 0.0, "sauron_tau_min": 0.0, "sauron_tau_max": 0.0}
+RUNS = {
+    "sauron": (SAURON, {}),
+    "unpruned": (SAURON, NO_PRUNING),
+    "nnunet_baseline": (BASELINE, {}),
+}
+KIDNEY_KEY = {"kits19": "kidney_dice", "kits21": "kidney_and_mass_dice"}
+
+
+def _config(bundle: str, key: str, configs: Sequence[str] = ("train.json", "demo.json")):
+    workflow = bundle_workflow(REPO / "bundles" / bundle, list(configs), "train")
+    return workflow.parser.get_parsed_content(key)
+
+
+def _params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def train_run(
+    label: str,
+    work: Path,
+    threads: int = 2,
+    max_epochs: Optional[int] = None,
+    iterations: Optional[int] = None,
+) -> dict:
+    """Train one run of :data:`RUNS` (demo overlay, validation every epoch), then evaluate its final network on the
+    hold-out phantoms. Returns the per-epoch history (FLOPs at the demo patch, val kidney Dice), the hold-out Dice,
+    the final widths (Sauron nets) and the timings."""
+    torch.set_num_threads(threads)
+    bundle, extra = RUNS[label]
+    root = REPO / "bundles" / bundle
+    overrides = {"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"), "val_interval": 1, **extra}
+    if max_epochs:
+        overrides["max_epochs"] = max_epochs
+    if iterations:
+        overrides["iterations_per_epoch"] = iterations
+    workflow = bundle_workflow(root, ["train.json", "demo.json"], "train", **overrides)
+    workflow.initialize()
+    parser = workflow.parser
+    trainer = parser.get_parsed_content("train#trainer")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    network: nn.Module = parser.get_parsed_content("network_def")
+    protocol = parser.get_parsed_content("eval_protocol")
+    patch = list(parser.get_parsed_content("patch_size"))
+    flops_shape = [1, 1] + patch
+    dice_key = f"val_kits_dice_{KIDNEY_KEY[protocol]}"
+    clock = {"start": 0.0, "validation": 0.0, "val_start": 0.0}
+    history: list[dict] = [{"epoch": 0, "flops": conv_flops(network, flops_shape), "params": _params(network),
+                            "kidney_dice": None, "train_s": 0.0}]  # fmt: skip
+
+    @trainer.on(Events.STARTED)
+    def _start(_):
+        clock["start"] = time.perf_counter()
+
+    @evaluator.on(Events.STARTED)
+    def _val_start(_):
+        clock["val_start"] = time.perf_counter()
+
+    @evaluator.on(Events.COMPLETED)
+    def _val_end(engine):
+        now = time.perf_counter()
+        clock["validation"] += now - clock["val_start"]
+        entry = {
+            "epoch": trainer.state.epoch,
+            "flops": conv_flops(network, flops_shape),
+            "params": _params(network),
+            "kidney_dice": round(float(engine.state.metrics.get(dice_key, float("nan"))), 4),
+            "train_s": round(now - clock["start"] - clock["validation"], 1),
+        }
+        history.append(entry)
+        print(f"[{label}] epoch {entry['epoch']}: {entry['flops'] / 1e9:.3f} GFLOPs ({entry['params']:,} params), "
+              f"val kidney Dice {entry['kidney_dice']}, training {entry['train_s']} s", flush=True)  # fmt: skip
+
+    start = time.perf_counter()
+    trainer.run()
+    wall = time.perf_counter() - start
+    widths = ChannelGraph.trace(network).widths(network) if bundle == SAURON else None
+    final = work / "models" / "model_final.pt"
+    holdout = evaluate_holdout(
+        root, parser.get_parsed_content("holdout_dir"), work / "holdout", protocol=protocol,
+        overrides={**parser.get_parsed_content("demo_inference_overrides"), "ckpt_path": str(final),
+                   "fingerprint_path": str(work / "models" / "fingerprint.json")},
+    )  # fmt: skip
+    metrics = holdout.get("metrics", {})
+    workflow.finalize()
+    return {
+        "label": label,
+        "bundle": bundle,
+        "overrides": {k: v for k, v in overrides.items() if k not in ("ckpt_dir", "output_dir")},
+        "network": type(network).__name__,
+        "features": list(parser.get_parsed_content("features")),
+        "patch": patch,
+        "epochs": trainer.state.epoch,
+        "iterations_per_epoch": trainer.state.epoch_length,
+        "protocol": protocol,
+        "history": history,
+        "widths": widths,
+        "initial_flops": history[0]["flops"],
+        "final_flops": history[-1]["flops"],
+        "initial_params": history[0]["params"],
+        "final_params": history[-1]["params"],
+        "final_val_kidney_dice": history[-1]["kidney_dice"],
+        "best_val_kidney_dice": max((h["kidney_dice"] for h in history[1:] if h["kidney_dice"] is not None),
+                                    default=None),  # fmt: skip
+        "holdout_kidney_dice": _mean(metrics.get(KIDNEY_KEY[protocol])),
+        "holdout": {k: _mean(v) for k, v in metrics.items() if "dice" in k},
+        "training_s": history[-1]["train_s"],
+        "wall_s": round(wall, 1),
+    }
+
+
+def _mean(entry) -> Optional[float]:
+    if not entry or entry.get("mean") is None:
+        return None
+    return round(float(entry["mean"]), 4)
+
+
+def compare(runs: dict[str, dict]) -> dict:
+    """FLOPs reduction of the pruned run and its Dice gaps to each unpruned reference (pruned - reference)."""
+    pruned = runs.get("sauron")
+    if pruned is None:
+        return {}
+    out = {
+        "flops_reduction_pct": round(100 * (1 - pruned["final_flops"] / pruned["initial_flops"]), 2),
+        "params_reduction_pct": round(100 * (1 - pruned["final_params"] / pruned["initial_params"]), 2),
+        "flops_goal_met": pruned["final_flops"] <= 0.1 * pruned["initial_flops"],
+    }
+    for ref in ("unpruned", "nnunet_baseline"):
+        if ref not in runs:
+            continue
+        for kind in ("holdout_kidney_dice", "final_val_kidney_dice"):
+            a, b = pruned.get(kind), runs[ref].get(kind)
+            gap = None if a is None or b is None else round(a - b, 4)
+            out[f"{kind}_gap_vs_{ref}"] = gap
+            if kind == "holdout_kidney_dice":
+                out[f"dice_goal_met_vs_{ref}"] = gap is not None and gap >= -0.02
+        out[f"flops_ratio_vs_{ref}"] = round(pruned["final_flops"] / runs[ref]["final_flops"], 4)
+    return out
+
+
+# --- speed ---------------------------------------------------------------------------------------------------------
+
+
+def scaled_widths(demo_initial: dict[str, int], demo_pruned: dict[str, int], full_initial: dict[str, int],
+                  min_channels: int = 2) -> dict[str, int]:  # fmt: skip
+    """Each layer of the full-size net at the demo's kept fraction of that layer."""
+    if set(demo_initial) != set(full_initial):
+        raise ValueError("the demo and full-size nets have different prunable layers")
+    return {
+        name: max(min(min_channels, full), min(full, round(full * demo_pruned[name] / demo_initial[name])))
+        for name, full in full_initial.items()
+    }
+
+
+def pruned_net(features: Sequence[int], widths: dict[str, int], num_classes: int = 3) -> SauronUNet:
+    """A SauronUNet built at ``features`` and resized to ``widths`` (what loading a pruned checkpoint does)."""
+    net = SauronUNet(spatial_dims=3, in_channels=1, out_channels=num_classes, features=list(features))
+    resize_channels(net, ChannelGraph.trace(net), widths)
+    return net
+
+
+def time_interleaved(nets: dict[str, nn.Module], input_shape: Sequence[int], threads: int = 2, warmup: int = 1,
+                     rounds: int = 5) -> dict[str, dict]:  # fmt: skip
+    """Median forward time of each net, the nets interleaved within every round (eval, inference mode)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x = torch.randn(*input_shape)
+    times: dict[str, list[float]] = {name: [] for name in nets}
+    with torch.inference_mode():
+        for net in nets.values():
+            net.eval()
+            for _ in range(warmup):
+                net(x)
+        for _ in range(rounds):
+            for name, net in nets.items():
+                start = time.perf_counter()
+                net(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "times_s": [round(v, 4) for v in t]}
+            for name, t in times.items()}  # fmt: skip
+
+
+def speed_pair(label: str, unpruned: nn.Module, pruned: nn.Module, input_shape: Sequence[int], threads: int,
+               warmup: int, rounds: int, optimized: bool = False) -> dict:  # fmt: skip
+    """Time ratio, FLOP ratio and their quotient for one (unpruned, pruned) pair."""
+    flops = {"unpruned": conv_flops(unpruned, input_shape), "pruned": conv_flops(pruned, input_shape)}
+    params = {"unpruned": _params(unpruned), "pruned": _params(pruned)}
+    nets = {"unpruned": unpruned, "pruned": pruned}
+    if optimized:
+        from monai_effseg.nets.inference import optimize_for_inference
+
+        nets = {k: optimize_for_inference(v) for k, v in nets.items()}
+    timing = time_interleaved(nets, input_shape, threads, warmup, rounds)
+    time_ratio = timing["pruned"]["median_s"] / timing["unpruned"]["median_s"]
+    flop_ratio = flops["pruned"] / flops["unpruned"]
+    quotient = time_ratio / flop_ratio
+    return {
+        "pair": label,
+        "mode": "optimized (channels-last oneDNN, BN folded)" if optimized else "eager NCDHW",
+        "input": list(input_shape),
+        "flops": flops,
+        "params": params,
+        "time": timing,
+        "time_ratio": round(time_ratio, 4),
+        "flop_ratio": round(flop_ratio, 4),
+        "quotient": round(quotient, 3),
+        "within_factor_2": 0.5 <= quotient <= 2.0,
+    }
+
+
+def speed(demo_features: Sequence[int], demo_widths: dict[str, int], full_features: Sequence[int],
+          input_shape: Sequence[int] = SPEED_INPUT, threads: int = 2, warmup: int = 1, rounds: int = 5,
+          pairs: Sequence[str] = ("full", "demo"), optimized: bool = False) -> dict:  # fmt: skip
+    """Both speed pairs (see the module docstring) from the demo's pruned widths."""
+    demo_full = SauronUNet(spatial_dims=3, features=list(demo_features))
+    demo_initial = ChannelGraph.trace(demo_full).widths(demo_full)
+    big = SauronUNet(spatial_dims=3, features=list(full_features))
+    full_initial = ChannelGraph.trace(big).widths(big)
+    full_widths = scaled_widths(demo_initial, demo_widths, full_initial)
+    out = {
+        "kept_fraction_per_layer": {n: round(demo_widths[n] / demo_initial[n], 4) for n in demo_initial},
+        "full_pruned_widths": full_widths,
+        "pairs": [],
+    }
+    modes = [False, True] if optimized else [False]
+    for pair in pairs:
+        for opt in modes:
+            torch.manual_seed(0)
+            if pair == "full":
+                un, pr = SauronUNet(spatial_dims=3, features=list(full_features)), pruned_net(full_features, full_widths)
+            else:
+                un, pr = SauronUNet(spatial_dims=3, features=list(demo_features)), pruned_net(demo_features, demo_widths)
+            result = speed_pair(pair, un, pr, input_shape, threads, warmup, rounds, opt)
+            out["pairs"].append(result)
+            print(f"[speed] {pair} ({result['mode']}): unpruned {result['time']['unpruned']['median_s']:.3f} s, "
+                  f"pruned {result['time']['pruned']['median_s']:.3f} s; time ratio {result['time_ratio']:.4f}, "
+                  f"FLOP ratio {result['flop_ratio']:.4f}, quotient {result['quotient']:.2f}", flush=True)
+            del un, pr
+    return out
+
+
+def widths_from_checkpoint(path: str, features: Sequence[int]) -> dict[str, int]:
+    """Per-layer widths stored in a Sauron checkpoint, named by the layers of a SauronUNet at ``features``."""
+    stored = stored_widths(path)
+    if stored is None:
+        raise ValueError(f"{path} has no sauron_widths buffer")
+    net = SauronUNet(spatial_dims=3, features=list(features))
+    names = list(ChannelGraph.trace(net).layers)
+    if len(names) != len(stored):
+        raise ValueError(f"{path} has {len(stored)} widths, a SauronUNet with features {features} {len(names)} layers")
+    return dict(zip(names, stored))
+
+
+# --- report --------------------------------------------------------------------------------------------------------
+
+
+def print_training(runs: dict[str, dict], summary: dict) -> None:
+    for r in runs.values():
+        print(f"\n### {r['label']} ({r['bundle']}, {r['network']} {r['features']}, {r['epochs']} epochs x "
+              f"{r['iterations_per_epoch']} iterations, patch {r['patch']}, {r['protocol']} kidney Dice)")  # fmt: skip
+        print("| epoch | GFLOPs (1x1x" + "x".join(map(str, r["patch"])) + ") | % of start | params | val kidney Dice "
+              "| training s |")  # fmt: skip
+        print("|---|---|---|---|---|---|")
+        for h in r["history"]:
+            pct = 100 * h["flops"] / r["initial_flops"]
+            print(f"| {h['epoch']} | {h['flops'] / 1e9:.4f} | {pct:.1f} | {h['params']:,} | {h['kidney_dice']} "
+                  f"| {h['train_s']} |")  # fmt: skip
+    print("\n| run | final GFLOPs | FLOPs vs start | final params | final val kidney Dice | best val | hold-out kidney "
+          "Dice | training s | wall s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in runs.values():
+        print(f"| {r['label']} | {r['final_flops'] / 1e9:.4f} | {100 * r['final_flops'] / r['initial_flops']:.1f}% "
+              f"| {r['final_params']:,} | {r['final_val_kidney_dice']} | {r['best_val_kidney_dice']} "
+              f"| {r['holdout_kidney_dice']} | {r['training_s']} | {r['wall_s']} |")  # fmt: skip
+    if summary:
+        print("\n" + "\n".join(f"- {k}: {v}" for k, v in summary.items()))
+
+
+def print_speed(result: dict) -> None:
+    print("\n| pair | mode | unpruned s | pruned s | time ratio | unpruned GFLOPs | pruned GFLOPs | FLOP ratio "
+          "| quotient | within [0.5, 2] |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for p in result["pairs"]:
+        print(f"| {p['pair']} | {p['mode']} | {p['time']['unpruned']['median_s']:.3f} | "
+              f"{p['time']['pruned']['median_s']:.3f} | {p['time_ratio']:.4f} | {p['flops']['unpruned'] / 1e9:.2f} | "
+              f"{p['flops']['pruned'] / 1e9:.2f} | {p['flop_ratio']:.4f} | {p['quotient']:.2f} | "
+              f"{p['within_factor_2']} |")  # fmt: skip
+
+
+def plot_curve(runs: dict[str, dict], path: str) -> None:
+    """Validation kidney Dice against FLOPs (% of each run's start), one line per run, epochs annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    base = runs["unpruned"]["initial_flops"] if "unpruned" in runs else None
+    for r in runs.values():
+        ref = base if (base and r["bundle"] == SAURON) else r["initial_flops"]
+        pts = [(100 * h["flops"] / ref, h["kidney_dice"], h["epoch"]) for h in r["history"] if h["kidney_dice"] is not None]
+        if not pts:
+            continue
+        xs, ys, es = zip(*pts)
+        ax.plot(xs, ys, marker="o", ms=3, label=f"{r['label']} (hold-out {r['holdout_kidney_dice']})")
+        ax.annotate(f"ep {es[-1]}", (xs[-1], ys[-1]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs, % of the unpruned network (log)")
+    ax.set_ylabel("validation kidney Dice")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("Sauron demo: Dice vs FLOPs (per epoch)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-epochs", type=int, default=None, help="epochs of every run (default: the Sauron demo's)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="iterations per epoch of every run (default: the Sauron demo's, for an equal budget)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per net (median)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--speed-input", type=int, nargs=3, default=list(SPEED_INPUT[2:]), metavar=("H", "W", "D"))
+    parser.add_argument("--pairs", nargs="+", default=["full", "demo"], choices=["full", "demo"])
+    parser.add_argument("--optimized", action="store_true", help="also time after optimize_for_inference")
+    parser.add_argument("--widths-from", default=None, help="take the pruned widths from this Sauron checkpoint")
+    parser.add_argument("--widths-features", type=int, nargs="+", default=None,
+                        help="features of the --widths-from net (default: demo.json's)")
+    parser.add_argument("--skip-training", action="store_true", help="speed only (needs --widths-from)")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--plot", default=None, help="Dice-vs-FLOPs PNG")
+    parser.add_argument("--json", default=None, help="write all results as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    demo_features = list(_config(SAURON, "features"))
+    full_features = list(_config(SAURON, "features", ["train.json"]))
+    epochs = args.max_epochs or int(_config(SAURON, "max_epochs"))
+    iterations = args.iterations or int(_config(SAURON, "iterations_per_epoch"))
+    results: dict = {"threads": args.threads, "load_before": os.getloadavg(), "argv": sys.argv[1:] if argv is None else list(argv)}
+    print(f"load average before: {results['load_before']}; {epochs} epochs x {iterations} iterations per run", flush=True)
+
+    runs: dict[str, dict] = {}
+    if not args.skip_training:
+        for label in args.runs:
+            with tempfile.TemporaryDirectory(prefix=f"sauron_{label}_") as work:
+                runs[label] = train_run(label, Path(work), args.threads, epochs, iterations)
+            if args.json:  # partial results survive a crash of a later run
+                Path(args.json).write_text(json.dumps({**results, "runs": runs}, indent=1))
+        results["runs"] = runs
+        results["summary"] = compare(runs)
+        print_training(runs, results["summary"])
+        if args.plot and runs:
+            plot_curve(runs, args.plot)
+            print(f"\nDice-vs-FLOPs curve: {args.plot}")
+
+    if not args.skip_speed:
+        if args.widths_from:
+            features = args.widths_features or demo_features
+            widths = widths_from_checkpoint(args.widths_from, features)
+            source = f"{args.widths_from} (features {features})"
+        elif "sauron" in runs:
+            features, widths, source = demo_features, runs["sauron"]["widths"], "this run's Sauron demo"
+        else:
+            parser.error("speed needs the 'sauron' run or --widths-from")
+        print(f"\nSpeed at 1x1x{'x'.join(map(str, args.speed_input))}, {args.threads} threads, widths from {source}",
+              flush=True)
+        results["speed"] = speed(features, widths, full_features, (1, 1, *args.speed_input), args.threads,
+                                 args.warmup, args.rounds, args.pairs, args.optimized)  # fmt: skip
+        results["speed"]["widths_source"] = source
+        print_speed(results["speed"])
+    results["load_after"] = os.getloadavg()
+    print(f"\nload average after: {results['load_after']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return results
+
+
+if __name__ == "__main__":
+    main()
