@@ -2,10 +2,14 @@
 
 Protocol (reference/architectures.md section 5, extended): batch 1, 1x1x128^3, eval mode, ``torch.no_grad()``,
 ``torch.set_num_threads(2)``, deep supervision off (inference), glibc told to keep freed memory
-(``keep_freed_memory()``, process-wide, so it applies to every network alike; ``--return-freed-memory`` to compare). Every network runs eager and after
-``monai_effseg.nets.inference.optimize_for_inference`` (the same generic optimisations for all of them). One warm-up
-pass each, then ``--rounds`` rounds in which every (network, mode) runs once, interleaved, so that load from other
-processes hits all of them alike. Wall time and process CPU time are both recorded; the table gives min and median.
+(``keep_freed_memory()``, process-wide, so it applies to every network alike; ``--return-freed-memory`` to
+compare). Every network runs in each of ``--modes``: ``eager`` and ``optimized``
+(``monai_effseg.nets.inference.optimize_for_inference``, the same generic optimisations for all of them) by
+default; ``channels_last``, ``jit`` and ``compile`` are the alternatives that were tried (see :func:`prepare`).
+``--warmup`` untimed rounds come first (2: the first pass of each network in a shared process still maps fresh heap
+pages for the next one; from the second on the passes run without page faults, so the samples measure compute),
+then ``--rounds`` rounds in which every (network, mode) runs once, interleaved, so that load from other processes
+hits all of them alike. Wall time and process CPU time are both recorded; the table gives min and median.
 
     python benchmarks/bench_efficientnet_speed.py [--rounds 5] [--size 128] [--threads 2] [--nets ...]
 
@@ -17,6 +21,7 @@ column compares with PlainUNet's faster mode, so no speed-up of ours can hide be
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import time
@@ -29,13 +34,47 @@ from monai_effseg.nets.inference import keep_freed_memory, optimize_for_inferenc
 from monai_effseg.profile import count_flops
 
 BASELINE = "nnunet"
+MODES = ("eager", "optimized", "channels_last", "jit", "compile")
 
 
-def run_once(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+def run_once(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         model(x)
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+class ChannelsLast(torch.nn.Module):
+    """Only the memory format: channels-last weights and input, PyTorch's own conv dispatch (ablation)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = copy.deepcopy(net).to(memory_format=torch.channels_last_3d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=torch.channels_last_3d))
+
+
+def prepare(net: torch.nn.Module, mode: str, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The network in one execution mode. ``eager`` and ``optimized`` are the shipped ones; the others are the
+    alternatives tried for the speed work (docs/efficientnet.md, "CPU speed"): ``channels_last`` (memory format
+    only), ``jit`` (TorchScript trace + ``torch.jit.freeze`` + ``torch.jit.optimize_for_inference``, which folds BN and
+    converts convs to MKL-DNN), ``compile`` (``torch.compile``, inductor's C++ backend; needs a C++ compiler)."""
+    if mode == "eager":
+        return net
+    if mode == "optimized":
+        return optimize_for_inference(net)
+    if mode == "channels_last":
+        return ChannelsLast(net).eval()
+    if mode == "jit":
+        with torch.no_grad():
+            return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(net, x)))
+    if mode == "compile":
+        compiled = torch.compile(copy.deepcopy(net))
+        with torch.no_grad():
+            compiled(x)  # compilation happens here, outside the timed rounds
+        return compiled
+    raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
 
 
 def measure(
@@ -44,6 +83,7 @@ def measure(
     size: int = 128,
     threads: int = 2,
     rounds: int = 5,
+    warmup: int = 2,
     return_freed_memory: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -60,12 +100,13 @@ def measure(
         net = build_net(name, deep_supervision=False).eval()
         flops[name] = count_flops(net, (1, 1, *[size] * 3), downscale=2)["network"]
         for mode in modes:
-            models[name, mode] = net if mode == "eager" else optimize_for_inference(net)
+            models[name, mode] = prepare(net, mode, x)
     load_before = os.getloadavg()
     log(f"load average before: {load_before}; threads {torch.get_num_threads()}; input 1x1x{size}^3; "
         f"allocator: {allocator}")
-    for model in models.values():  # warm-up (oneDNN primitive creation, page faults)
-        run_once(model, x)
+    for _ in range(warmup):  # oneDNN primitive creation, and the heap growing to every network's peak
+        for model in models.values():
+            run_once(model, x)
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in models}
     for r in range(rounds):
         for key, model in models.items():
@@ -95,6 +136,7 @@ def measure(
             )
         rows.append(row)
     return {"baseline": BASELINE, "input": [1, 1, size, size, size], "threads": threads, "rounds": rounds,
+            "warmup": warmup,
             "modes": list(modes), "allocator": allocator, "load_before": list(load_before),
             "load_after": list(load_after), "flops": flops,
             "samples": {f"{k[0]}/{k[1]}": [list(s) for s in v] for k, v in samples.items()}, "rows": rows}  # fmt: skip
@@ -103,14 +145,17 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nets", nargs="+", default=[BASELINE, "efficientunet-b0", "efficientunetv2-s"])
-    parser.add_argument("--modes", nargs="+", default=["eager", "optimized"], choices=["eager", "optimized"])
+    parser.add_argument("--modes", nargs="+", default=["eager", "optimized"], choices=list(MODES))
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds before the timed ones")
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="leave glibc's default (return large freed blocks to the OS) instead of keep_freed_memory()")
     args = parser.parse_args()
-    result = measure(args.nets, args.modes, args.size, args.threads, args.rounds, args.return_freed_memory)
+    result = measure(
+        args.nets, args.modes, args.size, args.threads, args.rounds, args.warmup, args.return_freed_memory
+    )
 
     def fmt(value):
         return "-" if value is None else f"{value:.3f}"

@@ -225,6 +225,12 @@ def test_relative_links_resolve(path):
         warnings.warn(f"{path.relative_to(REPO)} links pages not written yet: {sorted(set(pending))}", stacklevel=1)
 
 
+@pytest.mark.parametrize("path", MARKDOWN_FILES, ids=[str(p.relative_to(REPO)) for p in MARKDOWN_FILES])
+def test_no_unfilled_placeholders(path):
+    leftovers = re.findall(r"\b[A-Z][A-Z0-9_]*_PLACEHOLDER\b|\bTODO\b|\bTBD\b", path.read_text())
+    assert not leftovers, f"{path.relative_to(REPO)} still has {sorted(set(leftovers))}"
+
+
 def test_docs_pages_link_each_other():
     docs = REPO / "docs"
     architecture = (docs / "architecture.md").read_text()

@@ -210,6 +210,22 @@ def test_threshold_needs_enough_history():
     assert s.plateau([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
 
 
+def test_fixed_cadence_schedule_for_short_runs():
+    s = ThresholdSchedule(["a", "b"], steps=4, patience=1, require_plateau=False)
+    improving = [1.0, 0.9, 0.8]  # never a plateau: the paper's schedule would not move
+    s.record("b", 100, 90)  # still shrinking fast (d): stays
+    assert s.step(improving) == ["a"]
+    assert s.step(improving) == []  # patience 1: one epoch's wait
+    s.record("b", 90, 90)
+    assert s.step(improving) == ["a", "b"]
+    assert s.tau("a") == pytest.approx(s.grid[2]) and s.tau("b") == pytest.approx(s.grid[1])
+
+
+def test_plateau_schedule_rejects_a_window_of_one():
+    with pytest.raises(ValueError, match="patience >= 2"):
+        ThresholdSchedule(["a"], patience=1)
+
+
 # surgery -----------------------------------------------------------------------------------------------------------
 
 

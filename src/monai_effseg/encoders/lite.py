@@ -14,8 +14,9 @@ Readings of the tables (docs/deviations.md lists each with its reason):
   lift the strides to 3D the way every other 3D table does: (1,1,1), (1,2,2), (2,2,2), (2,2,2), (1,1,1), (1,2,2),
   (1,1,1).
 - A.19 and A.20 have swapped captions: A.20 ("shallower") puts 4-5 blocks in every deep stage and A.19 ("deeper")
-  two in the first, and Table 4.3 ranks the 3D ShuffleNetV2 top < default < bottom in parameters, which only
-  A.19 < A.18 < A.20 satisfies. So ``shufflenetv2-3d-top`` = A.19 and ``shufflenetv2-3d-bottom`` = A.20.
+  two in the first, and Table 4.3 ranks the 3D ShuffleNetV2 top < bottom in parameters, as A.19 < A.20 (LiteUNet:
+  1.57M < 1.84M). So ``shufflenetv2-3d-top`` = A.19 and ``shufflenetv2-3d-bottom`` = A.20. Table 4.3's default
+  (A.18) between them is not reproduced: its LiteUNet has 1.48M, the fewest (docs/deviations.md, seed 001 fidelity).
 - A.21-A.23 (DSTS) print an "Expansion Ratio" header without values: DSTS has no expansion.
 - MobileNetV3 activations (not in the tables): MobileNetV3-Large's, ReLU up to the 40-channel stage, h-swish from
   the 80-channel stage on, h-swish in the stem.

@@ -61,7 +61,8 @@ class SauronPruner:
     Args:
         regularizer: the hooks that collect ``delta_prune`` (and add ``delta_opt`` to the loss).
         optimizer: its parameter list and state follow the surgery.
-        tau_min, tau_max, steps, patience, mu: the threshold schedule (paper: 0.001, 0.3, 15, 5, 0.02).
+        tau_min, tau_max, steps, patience, mu, require_plateau: the threshold schedule (paper: 0.001, 0.3, 15, 5,
+            0.02, True; see :class:`ThresholdSchedule`).
         min_channels: never fewer channels per layer (2: the reference and its farthest channel).
         epoch_average: average ``delta_prune`` over the epoch (default) or use the last training batch's.
         seed: seeds the per-epoch reference channels (the same on every rank).
@@ -78,6 +79,7 @@ class SauronPruner:
         steps: int = 15,
         patience: int = 5,
         mu: float = 0.02,
+        require_plateau: bool = True,
         min_channels: int = 2,
         epoch_average: bool = True,
         seed: int = 0,
@@ -90,7 +92,7 @@ class SauronPruner:
         self.optimizer = optimizer
         if optimizer is not None:
             track_optimizer(self.network, optimizer)
-        self.schedule = ThresholdSchedule(self.graph.layers, tau_min, tau_max, steps, patience, mu)
+        self.schedule = ThresholdSchedule(self.graph.layers, tau_min, tau_max, steps, patience, mu, require_plateau)
         self.min_channels = min_channels
         self.epoch_average = epoch_average
         self.seed = seed

@@ -10,6 +10,10 @@ Convergence, as in the authors' ``convergence()`` but without its dead validatio
 ``ceil(mu * C)`` channels at the last prune (``mu = 2%``). The authors' (c), ``last_val_loss < min(val_history)``,
 compares against a history that already holds the last value, so it can never hold; copying it would tie (a) to the
 validation history, which never fills without a validation split.
+
+``require_plateau=False`` drops (a) and (b): a layer then moves up every ``patience + 1`` epochs while (d) holds. The
+paper's schedule needs hundreds of epochs to climb its 15 steps; a CPU demo of a few dozen epochs uses this to
+reach the upper thresholds at all (``kits_sauron_nnunet/configs/demo.json``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class ThresholdSchedule:
         tau_min, tau_max, steps: the grid ``linspace(tau_min, tau_max, steps + 1)``.
         patience: epochs a layer waits after a raise (and the plateau window).
         mu: a layer must have lost fewer than ``ceil(mu * C)`` channels at the last prune to move up.
+        require_plateau: raise only on a training-loss plateau (the paper); False: on a fixed cadence.
     """
 
     def __init__(
@@ -40,7 +45,15 @@ class ThresholdSchedule:
         steps: int = 15,
         patience: int = 5,
         mu: float = 0.02,
+        require_plateau: bool = True,
     ) -> None:
+        if require_plateau and patience < 2:
+            raise ValueError(
+                f"patience={patience}: the plateau test compares the last epoch's loss with the range of the "
+                "`patience` epochs before it, which needs at least 2 (with 1 it only holds for an exactly equal "
+                "loss); use patience >= 2 or require_plateau=False"
+            )
+        self.require_plateau = require_plateau
         self.grid = np.linspace(tau_min, tau_max, steps + 1).tolist()
         self.window = patience
         self.mu = mu
@@ -71,7 +84,7 @@ class ThresholdSchedule:
 
     def step(self, losses: Sequence[float]) -> list[str]:
         """End-of-epoch update, before pruning. Returns the layers whose threshold went up."""
-        plateau = self.plateau(losses)
+        plateau = self.plateau(losses) if self.require_plateau else True
         raised = []
         for layer in self.index:
             if self.patience[layer] > 0:
