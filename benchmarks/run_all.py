@@ -1211,7 +1211,8 @@ def render_sauron(data: dict, figures: Path) -> str:
                  rows),
         "",
         "Paper: " + data["reference"] + " The demo trains for minutes on synthetic phantoms with a shortened "
-        "threshold schedule (`sauron_steps`, `sauron_patience` in demo.json), so its compression is not the paper's.",
+        "threshold schedule (`sauron_steps`, `sauron_patience`, `sauron_require_plateau` in demo.json), so its "
+        "compression is not the paper's.",
     ]  # fmt: skip
     fig = plot_sauron(data, figures / "sauron_compression.png")
     if fig:
