@@ -54,8 +54,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from ignite.engine import Events
 from torch import nn
+from training_clock import TrainingClock
 
 from monai_effseg.pruning import ChannelGraph, SauronUNet, conv_flops, resize_channels, stored_widths
 from monai_effseg.workflows import bundle_workflow, evaluate_holdout
@@ -111,28 +111,18 @@ def train_run(
     patch = list(parser.get_parsed_content("patch_size"))
     flops_shape = [1, 1] + patch
     dice_key = f"val_kits_dice_{KIDNEY_KEY[protocol]}"
-    clock = {"start": 0.0, "validation": 0.0, "val_start": 0.0}
     history: list[dict] = [{"epoch": 0, "flops": conv_flops(network, flops_shape), "params": _params(network),
                             "kidney_dice": None, "train_s": 0.0}]  # fmt: skip
+    clock = TrainingClock(trainer, evaluator)
 
-    @trainer.on(Events.STARTED)
-    def _start(_):
-        clock["start"] = time.perf_counter()
-
-    @evaluator.on(Events.STARTED)
-    def _val_start(_):
-        clock["val_start"] = time.perf_counter()
-
-    @evaluator.on(Events.COMPLETED)
-    def _val_end(engine):
-        now = time.perf_counter()
-        clock["validation"] += now - clock["val_start"]
+    @clock.on_validation
+    def _record(engine, train_s: float) -> None:
         entry = {
             "epoch": trainer.state.epoch,
             "flops": conv_flops(network, flops_shape),
             "params": _params(network),
             "kidney_dice": round(float(engine.state.metrics.get(dice_key, float("nan"))), 4),
-            "train_s": round(now - clock["start"] - clock["validation"], 1),
+            "train_s": round(train_s, 1),
         }
         history.append(entry)
         print(f"[{label}] epoch {entry['epoch']}: {entry['flops'] / 1e9:.3f} GFLOPs ({entry['params']:,} params), "

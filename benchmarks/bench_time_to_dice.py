@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from ignite.engine import Events
+from training_clock import TrainingClock
 
 from monai_effseg.workflows import bundle_workflow, evaluate_holdout
 
@@ -37,22 +37,11 @@ def time_to_dice(bundle: str, threshold: float, work: Path, threads: int, max_ep
     workflow.initialize()
     trainer = workflow.parser.get_parsed_content("train#trainer")
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
-    clock = {"start": None, "validation": 0.0, "val_start": 0.0}
     history: list[dict] = []
+    clock = TrainingClock(trainer, evaluator)
 
-    @trainer.on(Events.STARTED)
-    def _start(_):
-        clock["start"] = time.perf_counter()
-
-    @evaluator.on(Events.STARTED)
-    def _val_start(_):
-        clock["val_start"] = time.perf_counter()
-
-    @evaluator.on(Events.COMPLETED)
-    def _val_end(engine):
-        now = time.perf_counter()
-        clock["validation"] += now - clock["val_start"]
-        train_s = now - clock["start"] - clock["validation"]
+    @clock.on_validation
+    def _record(engine, train_s: float) -> None:
         history.append({"epoch": trainer.state.epoch, "train_s": round(train_s, 1),
                         "kidney_dice": round(float(engine.state.metrics.get(KIDNEY, float("nan"))), 4),
                         "mean_dice": round(float(engine.state.metrics.get("val_kits_dice", float("nan"))), 4)})

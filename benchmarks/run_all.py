@@ -42,16 +42,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import gc
 import importlib.util
 import json
 import logging
 import math
 import os
-import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -59,15 +56,23 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))  # the other benchmark scripts, importable as modules
 from bench_lite import SEED001_TABLES, time_presets  # noqa: E402  (seed 001 Tables 4.2-4.5 and timing)
+from report_figures import (  # noqa: E402
+    KIDNEY_THRESHOLD, LIVER_THRESHOLD, TUMOUR_THRESHOLD, plot_bars, plot_demo_curves, plot_lite, plot_sauron,
+    plot_scatter, plot_speed,
+)  # fmt: skip
+from report_format import (  # noqa: E402
+    Console, bundle_kind, cell, clean, cpu_seconds, error_message, fflops, fm, fnum, log_tail, machine_info,
+    machine_line, md_table, now_iso, pct, redirect_output, slug, write_atomic,
+)  # fmt: skip
 
 SCHEMA = 1
 # Measured and reported in this order; the demos come late so that their time caps can be sized to what is left.
@@ -96,10 +101,6 @@ QUICK_PROFILE = ("nnunet", "efficientunet-b0", "mobilenetv2-2d-top", "dsts-3d-to
 QUICK_LITE = ("mobilenetv2-2d-top", "dsts-3d-top")
 OTHER_NETS = ("mss_unet", "residual_unet_kits19", "unet_cascade_kits19", "sauron_nnunet")
 
-KIDNEY_THRESHOLD = 0.85
-LIVER_THRESHOLD = 0.9
-TUMOUR_THRESHOLD = 0.5
-
 # Reference figures of the other architectures (reference/architectures.md, reference/methods.md, the seeds).
 OTHER_REFERENCES = {
     "nnunet": "31,196,384 params, 0.955T (2xMAC) at 1x128^3 (reference/architectures.md section 1; Table 1: 0.958T)",
@@ -116,203 +117,7 @@ SAURON_CLAIM = (
     "reduction in model size of over 90% without deteriorating substantially the performance\". The per-dataset "
     "tables are not available (reference/methods.md section 1.5), so these are the only reference numbers."
 )
-CT_SOURCE = Path("/work/shared/data/abdomen_ct_3mm/ct.nii.gz")
-
-
-# ----------------------------------------------------------------------------------------------------------- utilities
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class Console:
-    """Progress messages on the terminal, also while a bundle run's own output goes to a log file (fd-level)."""
-
-    def __init__(self) -> None:
-        self._stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
-
-    def __call__(self, message: str = "") -> None:
-        self._stream.write(message + "\n")
-        self._stream.flush()
-
-
-@contextlib.contextmanager
-def redirect_output(log_file: Optional[Path]) -> Iterator[None]:
-    """Send fds 1 and 2 (print, logging, progress bars) to ``log_file`` for the duration; ``None``: leave them."""
-    if log_file is None:
-        yield
-        return
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_file, "a", buffering=1) as handle:
-        os.dup2(handle.fileno(), 1)
-        os.dup2(handle.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-def log_tail(path: Optional[Path], lines: int = 25) -> str:
-    if path is None or not path.is_file():
-        return ""
-    text = path.read_text(errors="replace").replace("\r", "\n")
-    kept = [line[:300] for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
-
-
-def clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN / inf -> None, tuples -> lists, numpy / torch scalars -> Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item"):
-        return clean(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def physical_cores() -> Optional[int]:
-    try:
-        cores, current = set(), {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
-            if not line.strip():
-                if current:
-                    cores.add((current.get("physical id"), current.get("core id")))
-                current = {}
-            elif ":" in line:
-                key, value = line.split(":", 1)
-                current[key.strip()] = value.strip()
-        return len(cores) or None
-    except OSError:
-        return None
-
-
-def package_version(name: str) -> Optional[str]:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def machine_info() -> dict:
-    import torch
-
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
-    cuda = torch.cuda.is_available()
-    return {
-        "date": now_iso(),
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "physical_cores": physical_cores(),
-        "cpus_available": affinity,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "monai": package_version("monai"),
-        "fvcore": package_version("fvcore"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "cuda": torch.version.cuda if cuda else None,
-        "gpu": torch.cuda.get_device_name(0) if cuda else None,
-    }
-
-
-def machine_line(m: dict) -> str:
-    cores = f"{m.get('physical_cores') or '?'} cores / {m.get('logical_cpus')} logical CPUs"
-    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
-    return (f"{m.get('cpu')} ({cores}), {m.get('threads')} torch threads, torch {m.get('torch')}, "
-            f"monai {m.get('monai')}{gpu}; load average {m.get('load_average')}")  # fmt: skip
-
-
-def slug(heading: str) -> str:
-    """GitHub's anchor of a Markdown heading."""
-    return re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-")
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def cell(value: Any) -> str:
-    """One table cell: ``-`` for None, on one line, ``|`` escaped."""
-    return "-" if value is None else " ".join(str(value).split()).replace("|", "\\|")
-
-
-def error_message(exc: BaseException) -> str:
-    """``Type: message`` of the innermost cause (MONAI's config errors wrap the real one), on one line, shortened."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
-
-
-def fm(n: Optional[float], digits: int = 3) -> str:
-    return "-" if n is None else f"{n / 1e6:.{digits}f}M"
-
-
-def fflops(n: Optional[float]) -> str:
-    if n is None:
-        return "-"
-    if n >= 1e11:
-        return f"{n / 1e12:.3f}T"
-    if n >= 1e8:
-        return f"{n / 1e9:.2f}G"
-    return f"{n / 1e6:.1f}M"
-
-
-def fnum(v: Optional[float], digits: int = 3, suffix: str = "") -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}{suffix}"
-
-
-def pct(v: Optional[float], digits: int = 1) -> str:
-    return "-" if v is None else f"{v:+.{digits}f}%"
-
-
-def bundle_kind(bundle: str) -> str:
-    return "lits" if bundle.startswith("lits") else "kits"
+CT_SOURCE = REPO.parent / "shared" / "data" / "abdomen_ct_3mm" / "ct.nii.gz"
 
 
 # ------------------------------------------------------------------------------------------------------------ settings
@@ -1339,158 +1144,6 @@ def render_gpu(data: dict, figures: Path) -> str:
     elif data.get("result") is not None:
         out += ["", "```json", json.dumps(data["result"], indent=1)[:8000], "```"]
     return "\n".join(out)
-
-
-# ------------------------------------------------------------------------------------------------------------ figures
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    _pyplot().close(fig)
-    tmp.replace(path)
-    return path
-
-
-def plot_bars(items: Sequence[tuple[str, float]], ylabel: str, title: str, path: Path) -> Optional[Path]:
-    if not items:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(items) + 2), 3.8))
-    ax.bar(range(len(items)), [v for _, v in items], color="tab:blue")
-    ax.set_xticks(range(len(items)), [k for k, _ in items], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_speed(data: dict, path: Path) -> Optional[Path]:
-    rows = [r for r in data["rows"] if r["ratio_wall_min"] is not None and r["mode"] == data["modes"][0]]
-    if not rows:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.8))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["ratio_wall_min"] for r in rows], 0.4, label="CPU time ratio (wall min)")
-    ax.bar([x + 0.2 for x in xs], [r["flop_ratio"] for r in rows], 0.4, label="FLOP ratio")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xticks(list(xs), [r["name"] for r in rows], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("relative to nnU-Net")
-    ax.set_title(f"{data['modes'][0]} forward, 1x1x{data['input'][2]}^3, {data['threads']} threads", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_lite(data: dict, path: Path) -> Optional[Path]:
-    rows = [r for r in data["rows"] if "per_slice_s" in r]
-    if not rows:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(rows) + 2), 3.8))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["per_slice_s"] * 1e3 for r in rows], 0.4, label="ours, CPU")
-    thesis = [(r["thesis_per_slice_s"] or 0) * 1e3 for r in rows]
-    ax.bar([x + 0.2 for x in xs], thesis, 0.4, label="thesis Tables 4.4/4.5")
-    ax.set_xticks(list(xs), [r["name"] for r in rows], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("ms per output slice")
-    ax.set_title(f"one LiteUNet stage at {data['size']}x{data['size']}, {data['threads']} threads", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_demo_curves(data: dict, path: Path) -> Optional[Path]:
-    bundles = {b: r for b, r in data["bundles"].items() if r.get("history")}
-    if not bundles:
-        return None
-    plt = _pyplot()
-    kinds = sorted({r["kind"] for r in bundles.values()})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.2 * len(kinds), 4.2), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, kind in zip(axes[0], kinds):
-        for i, (bundle, r) in enumerate(b for b in bundles.items() if b[1]["kind"] == kind):
-            for target in r["targets"]:
-                pts = [(h["train_s"], h["dice"]) for h in r["history"]
-                       if h["stage"] == target["stage"] and h["dice"] is not None]  # fmt: skip
-                if pts:
-                    label = bundle if target["name"] != "tumour" else None
-                    ax.plot(*zip(*pts), marker=".", label=label, color=colours[i % len(colours)],
-                            ls="-" if target["name"] != "tumour" else "--")  # fmt: skip
-        ax.set_xlim(left=0)
-        for threshold in ((KIDNEY_THRESHOLD,) if kind == "kits" else (LIVER_THRESHOLD, TUMOUR_THRESHOLD)):
-            ax.axhline(threshold, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("training time (s, validation excluded)")
-        ax.set_ylabel("validation kidney Dice" if kind == "kits" else "validation Dice (liver: -, tumour: --)")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        ax.set_title("KiTS bundles" if kind == "kits" else "LiTS bundles", fontsize=10)
-    return _save(fig, path)
-
-
-def plot_sauron(data: dict, path: Path) -> Optional[Path]:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    epochs = [c["epoch"] for c in data["curve"]]
-    ax.plot(epochs, [c["params_pct"] for c in data["curve"]], marker=".", label="parameters")
-    if all(c["flops_pct"] is not None for c in data["curve"]):
-        ax.plot(epochs, [c["flops_pct"] for c in data["curve"]], marker=".", label="FLOPs")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("% of the unpruned network")
-    ax.set_ylim(0, 105)
-    ax.grid(alpha=0.3)
-    val = [(v["epoch"], v["dice"]) for v in data["validation"] if v["dice"] is not None]
-    handles, labels = ax.get_legend_handles_labels()
-    if val:
-        ax2 = ax.twinx()
-        h = ax2.plot(*zip(*val), color="tab:green", marker="s", ms=3, label="validation kidney Dice")
-        ax2.set_ylabel("Dice")
-        ax2.set_ylim(0, 1.05)
-        handles += h
-        labels += ["validation kidney Dice"]
-    ax.legend(handles, labels, fontsize=8, loc="lower left")
-    ax.set_title("kits_sauron_nnunet demo: compression and Dice per epoch", fontsize=10)
-    return _save(fig, path)
-
-
-def plot_scatter(data: dict, path: Path) -> Optional[Path]:
-    points = data["points"]
-    if not points:
-        return None
-    plt = _pyplot()
-    kinds = sorted({p["kind"] for p in points})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.2 * len(kinds), 4.5), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, kind in zip(axes[0], kinds):
-        main, second = ("kidney", "tumour") if kind == "kits" else ("liver", "tumour")
-        for i, p in enumerate(q for q in points if q["kind"] == kind):
-            c = colours[i % len(colours)]
-            if p["dice"].get(main) is not None:
-                ax.scatter(p["gflops"], p["dice"][main], color=c, s=45, label=p["bundle"])
-            if p["dice"].get(second) is not None:
-                ax.scatter(p["gflops"], p["dice"][second], facecolors="none", edgecolors=c, s=45)
-            if p.get("gflops_unpruned") and p["dice"].get(main) is not None:
-                ax.annotate("", xy=(p["gflops"], p["dice"][main]), xytext=(p["gflops_unpruned"], p["dice"][main]),
-                            arrowprops={"arrowstyle": "->", "color": c, "alpha": 0.6})  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel("GFLOPs per forward pass of the demo network (2 x MAC, log)")
-        ax.set_ylabel(f"hold-out Dice ({main}: filled, {second}: open)")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="lower right")
-        ax.set_title("KiTS demos" if kind == "kits" else "LiTS demos", fontsize=10)
-    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------------------- runner
