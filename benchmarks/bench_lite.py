@@ -11,10 +11,15 @@ convolution (dense, depthwise, transposed, SE), counted by forward hooks on a me
 compare. Ratios off by more than 10% get cause keys (``CAUSES``), assigned by :func:`causes_of` from the numbers of
 :func:`family_evidence`; docs/deviations.md ("Seed 001 fidelity") has the reasoning.
 
-Speed: batch 1, ``torch.no_grad()``, ``--threads`` threads, one warm-up, median of ``--repeats``; per slice =
-forward / output slices (2.5D: 9 in, 1 out; 3D: 8 in, 4 out: the thesis' t / (b z)); over 1 s per slice is flagged
-(the thesis: "less than 1 second per slice ... without using a GPU"). run_all.py's ``lite_speed`` uses
-:func:`time_presets` and the tables below.
+Speed: batch ``--batch`` (1: the thesis' single-input timing; the bundles' inference runs slabs of 8),
+``torch.no_grad()``, ``--threads`` threads, one warm-up, median of ``--repeats``; per slice =
+forward / (batch x output slices) (2.5D: 9 in, 1 out; 3D: 8 in, 4 out: the thesis' t / (b z)); over 1 s per slice is
+flagged (the thesis: "less than 1 second per slice ... without using a GPU"). At batch 1 the 3D presets pay for a
+PyTorch CPU dispatch rule: a dense conv whose N*C*D*H is at most 20480 (here every level of depth 4 from 64x64 down)
+runs the reference ``slow_conv3d`` instead of oneDNN, measured 10x slower on such a conv (55 vs 5.5 ms at
+1x64x4x64x64, 64 -> 32 channels); any batch > 1 takes oneDNN, and so does ``--optimized``
+(:func:`monai_effseg.nets.inference.optimize_for_inference`: oneDNN for every conv, channels-last, BN folded).
+run_all.py's ``lite_speed`` uses :func:`time_presets` and the tables below.
 """
 
 from __future__ import annotations
@@ -194,13 +199,15 @@ def print_fidelity(rows: Sequence[dict], evidence: dict[str, dict]) -> None:
 
 
 def time_presets(
-    presets: Sequence[str], size: int = 256, threads: int = 2, repeats: int = 3,
+    presets: Sequence[str], size: int = 256, threads: int = 2, repeats: int = 3, batch: int = 1,
+    optimized: bool = False,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> list[dict]:  # fmt: skip
     """CPU time per output slice of each preset (see the module docstring); a failure becomes ``{name, error}``."""
     import torch
 
     from monai_effseg.nets import build_net
+    from monai_effseg.nets.inference import optimize_for_inference
 
     previous, rows = torch.get_num_threads(), []
     torch.set_num_threads(threads)
@@ -209,7 +216,8 @@ def time_presets(
         for name in presets:
             try:
                 net = build_net(name).eval()
-                x = torch.randn((1, 9, size, size) if net.spatial_dims == 2 else (1, 1, 8, size, size))
+                net = optimize_for_inference(net, inplace=True) if optimized else net
+                x = torch.randn((batch, 9, size, size) if net.spatial_dims == 2 else (batch, 1, 8, size, size))
                 walls, cpus = [], []
                 with torch.no_grad():
                     net(x)  # warm-up
@@ -218,7 +226,7 @@ def time_presets(
                         y = net(x)
                         walls.append(time.perf_counter() - wall)
                         cpus.append(time.process_time() - cpu)
-                med, slices = statistics.median(walls), net.out_slices
+                med, slices = statistics.median(walls), net.out_slices * batch
                 rows.append({"name": name, "dims": net.spatial_dims, "input": list(x.shape), "output": list(y.shape),
                              "slices_out": slices, "forward_min_s": min(walls), "forward_median_s": med,
                              "cpu_median_s": statistics.median(cpus), "per_slice_s": med / slices,
@@ -233,9 +241,10 @@ def time_presets(
     return rows
 
 
-def print_speed(rows: Sequence[dict], size: int, threads: int) -> None:
+def print_speed(rows: Sequence[dict], size: int, threads: int, batch: int = 1, optimized: bool = False) -> None:
     ok = {r["name"]: r for r in rows if "per_slice_s" in r}
-    print(f"\nCPU prediction at {size}x{size}, {threads} threads\n{'preset':24} {'ms/slice':>9} {'thesis ms':>9}")
+    mode = "optimize_for_inference" if optimized else "eager"
+    print(f"\nCPU prediction at {size}x{size}, {threads} threads, batch {batch}, {mode}\n{'preset':24} {'ms/slice':>9} {'thesis ms':>9}")
     for r in rows:
         if r["name"] not in ok:
             print(f"{r['name']:24} failed: {r['error']}")
@@ -243,7 +252,7 @@ def print_speed(rows: Sequence[dict], size: int, threads: int) -> None:
         flag = "  OVER 1 s/slice" if r["per_slice_s"] > 1.0 else ""
         print(f"{r['name']:24} {r['per_slice_s'] * 1e3:9.1f} {(r['thesis_per_slice_s'] or math.nan) * 1e3:9.0f}{flag}")
     print("3D / 2D time per slice, ours (thesis Tables 4.5 / 4.4):")
-    for fam in ("mobilenetv2", "mobilenetv3", "shufflenetv2"):
+    for fam in ("mobilenetv2", "mobilenetv3", "shufflenetv2"):  # DSTS exists in 3D only
         pairs = [(v, ok.get(f"{fam}-2d-{v}"), ok.get(f"{fam}-3d-{v}")) for v in ("top", "default", "bottom")]
         cells = [f"{v} {b['per_slice_s'] / a['per_slice_s']:.2f} "
                  f"({b['thesis_per_slice_s'] / a['thesis_per_slice_s']:.2f})" for v, a, b in pairs if a and b]
@@ -259,13 +268,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="in-plane size for --speed (the thesis': 256)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1, help="inputs per forward for --speed (bundles infer 8)")
+    parser.add_argument("--optimized", action="store_true", help="time after optimize_for_inference")
     args = parser.parse_args(argv)
+    from monai_effseg.encoders.lite import PRESETS
+
+    unknown = sorted(set(args.presets or ()) - set(PRESETS))
+    if unknown:
+        parser.error(f"unknown presets {unknown}; known: {', '.join(PRESETS)}")
     print_fidelity(*fidelity(args.presets))
     if args.speed:
-        from monai_effseg.encoders.lite import PRESETS
-
-        rows = time_presets(args.presets or tuple(PRESETS), args.size, args.threads, args.repeats)
-        print_speed(rows, args.size, args.threads)
+        rows = time_presets(args.presets or tuple(PRESETS), args.size, args.threads, args.repeats, args.batch,
+                            args.optimized)  # fmt: skip
+        print_speed(rows, args.size, args.threads, args.batch, args.optimized)
     return 0
 
 

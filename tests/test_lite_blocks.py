@@ -125,6 +125,20 @@ def test_dsts_branches_and_fused_form(dims, k):
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, (1, 2, 2)), (3, 2), (5, (2, 1, 1))])
+def test_dsts_folded_form_equals_3d_branches(k, stride):
+    """NCDHW on CPU runs the branches as 2D convs; outputs and all gradients match the plain 3D convolutions."""
+    conv = DSTSConv(3, 4, k, stride=stride, fused=False)
+    x = torch.randn(2, 4, 8, 10, 9, requires_grad=True)
+    folded = conv(x)
+    grads = torch.autograd.grad(folded.square().sum(), [x, conv.temporal.weight, conv.spatial.weight])
+    plain = torch.stack([conv.temporal(x), conv.spatial(x)], dim=2).flatten(1, 2)
+    plain_grads = torch.autograd.grad(plain.square().sum(), [x, conv.temporal.weight, conv.spatial.weight])
+    torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["inverted_residual", "mobilenetv3", "shufflenetv2", "dsts"])
 @pytest.mark.parametrize("dims", [2, 3])
 def test_blocks_script_equal_eager(name, dims):

@@ -24,6 +24,13 @@ an axis-separable depthwise conv with ``2kc`` depthwise weights.
 convs plus a concatenation copy (the fragmentation ShuffleNetV2's guideline G3 warns about, and the thesis blames for
 DSTS' slowness, section 4.1.2); the output order is the same interleaved one (temporal_i, spatial_i) in both forms,
 so the form can change at any time without touching the weights.
+
+**Folded form (3D, NCDHW).** PyTorch's CPU backend has no fast depthwise 3D convolution: both branches, and above all
+their backward pass, run the slow reference path (58% of a DSTS training step at the demo size). Each branch is a 2D
+problem in disguise, so in 3D it runs as a 2D depthwise conv, which has fast kernels: the ``1 x k x k`` branch folds
+depth into the batch, and the ``k x 1 x 1`` branch runs a ``k x 1`` kernel over ``(D, H*W)`` (a 1-wide kernel with
+stride ``s`` is the subsampling ``[::s]``, done before the fold). Same weights, same outputs; forward + backward
+1.3-4.4x faster (2 threads), a demo training step of ``dsts-3d-top`` 8.9 s -> 1.5 s (1 thread).
 """
 
 from __future__ import annotations
@@ -103,13 +110,35 @@ class DSTSConv(nn.Module):
         spatial = F.pad(self.spatial.weight, [0, 0] * (self.spatial_dims - 1) + [r, r])
         return torch.stack([temporal, spatial], dim=1).flatten(0, 1)
 
+    def folded_branches(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The two 3D branches as 2D depthwise convs on reshaped NCDHW views (see "Folded form")."""
+        r = self.kernel_size // 2
+        sd, sh, sw = self.stride[0], self.stride[1], self.stride[2]
+        n, c = x.shape[0], x.shape[1]
+        along_depth = x[:, :, :, ::sh, ::sw]
+        h, w = along_depth.shape[3], along_depth.shape[4]
+        t = F.conv2d(along_depth.reshape(n, c, x.shape[2], h * w), self.temporal.weight.squeeze(-1), None,
+                     [sd, 1], [r, 0], [1, 1], c)  # fmt: skip
+        t = t.reshape(n, c, t.shape[2], h, w)
+        slices = x[:, :, ::sd].transpose(1, 2)
+        d = slices.shape[1]
+        s = F.conv2d(slices.reshape(n * d, c, x.shape[3], x.shape[4]), self.spatial.weight.squeeze(2), None,
+                     [sh, sw], [r, r], [1, 1], c)  # fmt: skip
+        s = s.reshape(n, d, c, h, w).transpose(1, 2)
+        return [t, s]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and self.kernel_size == 3 and self._channels_last(x):
             padding: List[int] = [self.kernel_size // 2] * self.spatial_dims
             if self.spatial_dims == 3:
                 return F.conv3d(x, self.fused_weight(), None, self.stride, padding, 1, self.channels)
             return F.conv2d(x, self.fused_weight(), None, self.stride, padding, 1, self.channels)
-        return torch.stack([self.temporal(x), self.spatial(x)], dim=2).flatten(1, 2)
+        # measured on CPU only; CUDA has depthwise 3D kernels, so it keeps the plain branches
+        if self.spatial_dims == 3 and x.device.type == "cpu" and not self._channels_last(x):
+            branches = self.folded_branches(x)
+        else:
+            branches = [self.temporal(x), self.spatial(x)]
+        return torch.stack(branches, dim=2).flatten(1, 2)
 
 
 @register_block("dsts")
