@@ -30,7 +30,7 @@ their backward pass, run the slow reference path (58% of a DSTS training step at
 problem in disguise, so in 3D it runs as a 2D depthwise conv, which has fast kernels: the ``1 x k x k`` branch folds
 depth into the batch, and the ``k x 1 x 1`` branch runs a ``k x 1`` kernel over ``(D, H*W)`` (a 1-wide kernel with
 stride ``s`` is the subsampling ``[::s]``, done before the fold). Same weights, same outputs; forward + backward
-1.3-4.4x faster (2 threads), a demo training step of ``dsts-3d-top`` 8.9 s -> 1.5 s (1 thread).
+1.2-4.5x faster (2 threads), a demo training step of ``dsts-3d-top`` 8.9 s -> 1.5 s (1 thread).
 """
 
 from __future__ import annotations
