@@ -226,7 +226,7 @@ def render_profile(data: dict, figures: Path) -> str:
             r["name"], f"{r['used_params']:,}", fnum(r["reference_used_params_m"], 3, "M"), f"{r['params_m']:.3f}M",
             fnum(r["table1_params_m"], 3, "M"),
             pct((r["params_m"] / r["table1_params_m"] - 1) * 100, 2) if r["table1_params_m"] else "-",
-            f"{r['enc_params_m']:.3f}M / {r['dec_params_m']:.3f}M",
+            f"{fnum(r['enc_params_m'], 3, 'M')} / {fnum(r['dec_params_m'], 3, 'M')}",
             f"{fnum(r['table1_enc_params_m'], 3, 'M')} / {fnum(r['table1_dec_params_m'], 3, 'M')}",
             f"{r['flops_t']:.3f}T", fnum(r["table1_flops_t"], 3, "T"), pct(r["flops_diff_pct"]),
             fnum(r["reference_2xmac_t"], 3, "T"), pct(r["reference_diff_pct"], 2),
@@ -294,7 +294,8 @@ def render_speed(data: dict, figures: Path) -> str:
              fnum(r["flop_ratio"])] for r in data["rows"]]  # fmt: skip
     out = [
         f"Batch 1, 1x1x{size}^3, eval mode, `torch.no_grad()`, {data['threads']} threads, deep supervision off, "
-        f"allocator {data['allocator']}; one warm-up pass each, then {data['rounds']} interleaved rounds (every network "
+        f"allocator {data['allocator']}; {data.get('warmup', 1)} untimed warm-up round(s), then {data['rounds']} "
+        "interleaved rounds (every network "
         "once per round, so load from other processes hits all alike). Ratios are to the nnU-Net baseline "
         f"(`{data['baseline']}`) in the same mode. Load average {[round(v, 2) for v in data['load_before']]} before, "
         f"{[round(v, 2) for v in data['load_after']]} after (other processes' load stretches wall times; CPU time "

@@ -222,7 +222,7 @@ def warmed_up(net: torch.nn.Module) -> torch.nn.Module:
 @pytest.mark.parametrize("decoder", ["generic", "mbconv"])
 def test_optimize_for_inference_keeps_outputs(decoder):
     from monai_effseg.nets import PlainUNet
-    from monai_effseg.nets.inference import FusedResidualBlock, optimize_for_inference
+    from monai_effseg.nets.inference import ConcatFreeUNetDecoder, FusedResidualBlock, optimize_for_inference
 
     for net in (warmed_up(small_net(decoder, "efficientnetv2-s")), PlainUNet(features=(8, 16, 32), out_channels=3).eval()):
         fast = optimize_for_inference(net)
@@ -231,4 +231,7 @@ def test_optimize_for_inference_keeps_outputs(decoder):
             reference, output = net(x), fast(x)
         torch.testing.assert_close(output, reference, atol=1e-4, rtol=1e-4)
         assert output.is_contiguous()
+        # the nnU-Net decoder (not the MBConv one) runs without building [upsampled, skip]
+        concat_free = isinstance(fast.decoder, ConcatFreeUNetDecoder)
+        assert concat_free == (decoder == "generic" or isinstance(net, PlainUNet))
     assert any(isinstance(m, FusedResidualBlock) for m in fast.modules()) is False  # PlainUNet: nothing to fuse

@@ -133,3 +133,27 @@ def test_the_weighted_multiscale_loss_trains():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05
+
+
+def test_lr_handler_steps_the_plateau_scheduler_on_the_loss_and_any_other_without_argument():
+    """train.json's ReduceLROnPlateau gets the epoch loss; the demo's PolynomialLR, swapped in alone, gets nothing."""
+    from ignite.engine import Engine, Events
+    from monai.handlers import LrScheduleHandler
+
+    from monai_effseg.training import lr_step_transform
+
+    def run(make_scheduler, losses):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = make_scheduler(optimizer)
+        engine = Engine(lambda engine, batch: None)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(
+            train_loss_epoch=losses[e.state.epoch - 1]))  # fmt: skip
+        LrScheduleHandler(scheduler, step_transform=lr_step_transform(scheduler)).attach(engine)
+        engine.run([0], max_epochs=len(losses))
+        return optimizer.param_groups[0]["lr"]
+
+    plateau = lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)  # noqa: E731
+    assert run(plateau, [1.0, 0.5, 0.25, 0.125]) == 1.0  # improving: no step down
+    assert run(plateau, [1.0, 1.0, 1.0, 1.0]) == 0.5  # two epochs without improvement: one step down
+    poly = lambda opt: torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=4, power=1.0)  # noqa: E731
+    assert run(poly, [1.0] * 3) == pytest.approx(0.25)

@@ -352,3 +352,17 @@ def test_torchscript_of_pruned_network_equals_eager():
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x))
     assert scripted.sauron_widths.tolist() == net.sauron_widths.tolist()
+
+
+def test_cpu_inference_form_of_pruned_network_equals_eager():
+    """optimize_for_inference (channels-last oneDNN, decoder without concatenation) on pruned, uneven widths."""
+    from monai_effseg.nets.inference import ConcatFreeUNetDecoder, optimize_for_inference
+
+    net = small_net(dtype=torch.float32).eval()
+    graph = ChannelGraph.trace(net)
+    prune_channels(net, graph, random_keep(graph, net, seed=5))
+    fast = optimize_for_inference(net)
+    assert isinstance(fast.decoder, ConcatFreeUNetDecoder)
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x), atol=1e-4, rtol=1e-4)

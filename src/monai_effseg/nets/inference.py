@@ -15,6 +15,9 @@
    ``(1, N*C, ...)``, which turns a channels-last tensor back into NCDHW and makes it 3x slower.
 5. **Activation and residual fusion** where a conv is directly followed by ReLU/LeakyReLU/SiLU (after BN folding) or
    ends a residual block: oneDNN applies them as post-ops while the conv output is still in cache.
+6. **No decoder concatenation** (:class:`ConcatFreeUNetDecoder`): the first conv of each nnU-Net decoder level runs
+   on the upsampled and the skip tensor separately (its weight split in two) and adds, instead of first writing
+   their concatenation: at full resolution that copy is a 2C-channel tensor written and read once more.
 
 :func:`keep_freed_memory` (per process) stops glibc from returning freed memory to the OS: a 3D U-Net allocates
 and frees hundreds of MB per layer, and every fresh allocation otherwise costs page faults and kernel zeroing
@@ -38,7 +41,9 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from monai_effseg.blocks.conv import ConvNormAct
 from monai_effseg.blocks.mbconv import ResidualBlock
+from monai_effseg.decoders.unet import UNetDecoder
 
 
 def keep_freed_memory() -> bool:
@@ -153,6 +158,74 @@ class FusedResidualBlock(nn.Module):
         return self.projection(self.body(x), x)
 
 
+def _output_channels(up: nn.Module) -> int:
+    """Channels out of an upsampling module, read off its last conv's weight (pruning may have narrowed it)."""
+    conv = [m for m in up.modules() if isinstance(m, _ConvNd)][-1]
+    return conv.weight.shape[1] * conv.groups if conv.transposed else conv.weight.shape[0]
+
+
+class SplitInputConvNormAct(nn.Module):
+    """A :class:`~monai_effseg.blocks.ConvNormAct` whose input is ``cat([a, b])``, taking ``a`` and ``b`` apart:
+    ``conv(cat([a, b])) == conv_a(a) + conv_b(b)`` with the weight split along its input channels."""
+
+    def __init__(self, block: ConvNormAct, first_channels: int) -> None:
+        super().__init__()
+        conv = block.conv
+        self.conv_a, self.conv_b = copy.deepcopy(conv), copy.deepcopy(conv)
+        for part, weight in ((self.conv_a, conv.weight[:, :first_channels]), (self.conv_b, conv.weight[:, first_channels:])):
+            part.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+            part.in_channels = weight.shape[1]
+        self.conv_b.bias = None  # the bias is added once, by conv_a
+        self.norm = block.norm
+        self.act = block.act
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.conv_a, OneDNNConv):
+            y = self.conv_a(a, self.conv_b(b))  # oneDNN adds conv_b's output while conv_a's is in cache
+        else:
+            y = self.conv_a(a) + self.conv_b(b)
+        return self.act(self.norm(y))
+
+
+class ConcatFreeUNetDecoder(nn.Module):
+    """Inference form of :class:`~monai_effseg.decoders.unet.UNetDecoder` (eval mode: the last head only) whose
+    levels never build ``cat([upsampled, skip])`` (step 6 of the module docstring)."""
+
+    def __init__(self, decoder: UNetDecoder) -> None:
+        super().__init__()
+        self.ups = decoder.ups
+        self.firsts = nn.ModuleList(
+            SplitInputConvNormAct(stage[0], _output_channels(up)) for stage, up in zip(decoder.stages, decoder.ups)
+        )  # fmt: skip
+        self.rests = nn.ModuleList(nn.Sequential(*list(stage.children())[1:]) for stage in decoder.stages)
+        self.head = decoder.heads[-1]
+
+    @staticmethod
+    def supports(decoder: nn.Module) -> bool:
+        return (
+            type(decoder) is UNetDecoder
+            and all(isinstance(stage, nn.Sequential) and type(stage[0]) is ConvNormAct for stage in decoder.stages)
+        )
+
+    def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        skips = features[:-1]
+        for i, (up, first, rest) in enumerate(zip(self.ups, self.firsts, self.rests)):
+            x = rest(first(up(x), skips[len(skips) - 1 - i]))
+        return self.head(x)
+
+
+def _without_concatenation(model: nn.Module) -> int:
+    """Swap every supported :class:`UNetDecoder` for a :class:`ConcatFreeUNetDecoder`, in place; returns how many."""
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if ConcatFreeUNetDecoder.supports(child):
+                setattr(module, name, ConcatFreeUNetDecoder(child))
+                swapped += 1
+    return swapped
+
+
 def _onednn_capable(module: nn.Module) -> bool:
     return (
         isinstance(module, (nn.Conv2d, nn.Conv3d))
@@ -190,6 +263,9 @@ def _swap_modules(model: nn.Module, fuse: bool) -> None:
             setattr(model, name, ChannelsLastInstanceNorm(child))
         elif _onednn_capable(child):
             setattr(model, name, OneDNNConv(child))
+        elif isinstance(child, SplitInputConvNormAct) and _onednn_capable(child.conv_a):
+            child.conv_a, child.conv_b = OneDNNConv(child.conv_a), OneDNNConv(child.conv_b)
+            _swap_modules(child, fuse)
         elif fuse and _fusable_conv_act(child):
             setattr(model, name, OneDNNConv(child.conv, _post_op(child.act)))
         elif fuse and _fusable_residual(child):
@@ -219,15 +295,23 @@ def to_channels_last(model: nn.Module, spatial_dims: int = 3, fuse: bool = True)
 
 
 def optimize_for_inference(
-    model: nn.Module, channels_last: bool = True, fold_bn: bool = True, fuse: bool = True, inplace: bool = False
+    model: nn.Module,
+    channels_last: bool = True,
+    fold_bn: bool = True,
+    fuse: bool = True,
+    inplace: bool = False,
+    split_concat: bool = True,
 ) -> nn.Module:
     """An eval-mode copy of ``model`` (the model itself with ``inplace=True``) for CPU inference: BatchNorm folded,
-    channels-last oneDNN convs with fused activations and residuals. Same outputs up to float32 rounding. Eager only
-    (the swapped modules call oneDNN ops directly); export the original network for TorchScript."""
+    channels-last oneDNN convs with fused activations and residuals, nnU-Net decoders without concatenation. Same
+    outputs up to float32 rounding. Eager only (the swapped modules call oneDNN ops directly); export the original
+    network for TorchScript."""
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     if fold_bn:
         fold_batch_norms(model)
+    if split_concat:
+        _without_concatenation(model)
     if channels_last:
         dims = next((m.weight.dim() - 2 for m in model.modules() if isinstance(m, _ConvNd)), 3)
         to_channels_last(model, dims, fuse)

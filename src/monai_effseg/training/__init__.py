@@ -3,9 +3,11 @@ tumour), and the mixed-precision policy (:mod:`monai_effseg.training.amp`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from monai_effseg.training.amp import (
     AmpSupervisedTrainer,
@@ -17,7 +19,7 @@ from monai_effseg.training.amp import (
     to_float,
 )
 
-__all__ = ["TRAIN_ONLY", "train_stage", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype", "amp_kwargs",
+__all__ = ["TRAIN_ONLY", "train_stage", "lr_step_transform", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype", "amp_kwargs",
            "autocast", "grad_scaler", "to_float"]  # fmt: skip
 
 TRAIN_ONLY = ["$@train#trainer.run()"]
@@ -31,3 +33,11 @@ def train_stage(bundle_root: str | Path, configs: Sequence[str], stage: str, **o
     from monai_effseg.workflows import run_bundle
 
     return run_bundle(bundle_root, list(configs), "train", stage=stage, run=TRAIN_ONLY, **overrides)
+
+
+def lr_step_transform(lr_scheduler: LRScheduler | ReduceLROnPlateau, metric: str = "train_loss_epoch") -> Callable:
+    """``step_transform`` for MONAI's ``LrScheduleHandler``: the epoch's ``metric`` for ``ReduceLROnPlateau``, no
+    argument for every other scheduler. With it a config (a demo overlay, say) can swap the scheduler alone."""
+    if isinstance(lr_scheduler, ReduceLROnPlateau):
+        return lambda engine: engine.state.metrics[metric]
+    return lambda engine: ()
