@@ -172,7 +172,8 @@ class SplitInputConvNormAct(nn.Module):
         super().__init__()
         conv = block.conv
         self.conv_a, self.conv_b = copy.deepcopy(conv), copy.deepcopy(conv)
-        for part, weight in ((self.conv_a, conv.weight[:, :first_channels]), (self.conv_b, conv.weight[:, first_channels:])):
+        halves = (conv.weight[:, :first_channels], conv.weight[:, first_channels:])
+        for part, weight in zip((self.conv_a, self.conv_b), halves):
             part.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
             part.in_channels = weight.shape[1]
         self.conv_b.bias = None  # the bias is added once, by conv_a

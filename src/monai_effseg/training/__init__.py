@@ -19,8 +19,8 @@ from monai_effseg.training.amp import (
     to_float,
 )
 
-__all__ = ["TRAIN_ONLY", "train_stage", "lr_step_transform", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype", "amp_kwargs",
-           "autocast", "grad_scaler", "to_float"]  # fmt: skip
+__all__ = ["TRAIN_ONLY", "train_stage", "lr_step_transform", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype",
+           "amp_kwargs", "autocast", "grad_scaler", "to_float"]  # fmt: skip
 
 TRAIN_ONLY = ["$@train#trainer.run()"]
 """A run list that only trains. Kept here because a bundle config cannot hold this string as data: the parser would
