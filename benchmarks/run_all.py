@@ -295,8 +295,8 @@ def render_speed(data: dict, figures: Path) -> str:
     out = [
         f"Batch 1, 1x1x{size}^3, eval mode, `torch.no_grad()`, {data['threads']} threads, deep supervision off, "
         f"allocator {data['allocator']}; {data.get('warmup', 1)} untimed warm-up round(s), then {data['rounds']} "
-        "interleaved rounds (every network "
-        "once per round, so load from other processes hits all alike). Ratios are to the nnU-Net baseline "
+        "interleaved rounds (every network once per round, so load from other processes hits all alike). Ratios are "
+        "to the nnU-Net baseline "
         f"(`{data['baseline']}`) in the same mode. Load average {[round(v, 2) for v in data['load_before']]} before, "
         f"{[round(v, 2) for v in data['load_after']]} after (other processes' load stretches wall times; CPU time "
         "less so).",
