@@ -34,7 +34,7 @@ from monai_effseg.nets.inference import keep_freed_memory, optimize_for_inferenc
 from monai_effseg.profile import count_flops
 
 BASELINE = "nnunet"
-MODES = ("eager", "optimized", "channels_last", "jit", "compile")
+MODES = ("eager", "optimized", "unfolded", "channels_last", "jit", "compile")
 
 
 def run_once(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[float, float]:
@@ -57,13 +57,16 @@ class ChannelsLast(torch.nn.Module):
 
 def prepare(net: torch.nn.Module, mode: str, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """The network in one execution mode. ``eager`` and ``optimized`` are the shipped ones; the others are the
-    alternatives tried for the speed work (docs/efficientnet.md, "CPU speed"): ``channels_last`` (memory format
-    only), ``jit`` (TorchScript trace + ``torch.jit.freeze`` + ``torch.jit.optimize_for_inference``, which folds BN and
-    converts convs to MKL-DNN), ``compile`` (``torch.compile``, inductor's C++ backend; needs a C++ compiler)."""
+    alternatives tried for the speed work (docs/efficientnet.md, "CPU speed"): ``unfolded`` (``optimized`` without
+    folding the upsampling into the next conv), ``channels_last`` (memory format only), ``jit`` (TorchScript trace +
+    ``torch.jit.freeze`` + ``torch.jit.optimize_for_inference``, which folds BN and converts convs to MKL-DNN),
+    ``compile`` (``torch.compile``, inductor's C++ backend; needs a C++ compiler)."""
     if mode == "eager":
         return net
     if mode == "optimized":
         return optimize_for_inference(net)
+    if mode == "unfolded":  # A/B of optimize_for_inference's step 7 (transposed conv folded into the next conv)
+        return optimize_for_inference(net, fold_upsampling=False)
     if mode == "channels_last":
         return ChannelsLast(net).eval()
     if mode == "jit":

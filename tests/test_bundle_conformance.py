@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -201,12 +200,6 @@ def test_inference_writes_input_geometry_and_skips_bad_files(bundle, tiny_data, 
         assert set(labels.tolist()) <= set(range(overrides["num_classes"]))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_process_gloo_training(bundle, tiny_data, tmp_path):
     overrides = {
         "dataset_dir": str(tiny_data),
@@ -219,7 +212,7 @@ def test_two_process_gloo_training(bundle, tiny_data, tmp_path):
         **tiny_overrides(bundle),
     }
     files = json.dumps(configs(bundle, "train.json", "demo.json", "multi_gpu_train.json"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle),
            "--meta_file", configs(bundle, "metadata.json")[0]]  # fmt: skip
     for key, value in overrides.items():

@@ -18,6 +18,9 @@
 6. **No decoder concatenation** (:class:`ConcatFreeUNetDecoder`): the first conv of each nnU-Net decoder level runs
    on the upsampled and the skip tensor separately (its weight split in two) and adds, instead of first writing
    their concatenation: at full resolution that copy is a 2C-channel tensor written and read once more.
+7. **Upsampling folded into that conv** (:class:`~monai_effseg.nets.polyphase.UpsampledConv`): the transposed conv
+   and the conv on its output run as one conv at the coarse resolution, one output block per phase, then
+   interleaved: 45% fewer multiply-adds on that path, and the upsampled tensor is never written.
 
 :func:`keep_freed_memory` (per process) stops glibc from returning freed memory to the OS: a 3D U-Net allocates
 and frees hundreds of MB per layer, and every fresh allocation otherwise costs page faults and kernel zeroing
@@ -44,6 +47,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from monai_effseg.blocks.conv import ConvNormAct
 from monai_effseg.blocks.mbconv import ResidualBlock
 from monai_effseg.decoders.unet import UNetDecoder
+from monai_effseg.nets.polyphase import UpsampledConv
 
 
 def keep_freed_memory() -> bool:
@@ -181,8 +185,8 @@ class SplitInputConvNormAct(nn.Module):
         self.act = block.act
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.conv_a, OneDNNConv):
-            y = self.conv_a(a, self.conv_b(b))  # oneDNN adds conv_b's output while conv_a's is in cache
+        if isinstance(self.conv_b, OneDNNConv):
+            y = self.conv_b(b, self.conv_a(a))  # oneDNN adds conv_a's output while conv_b's is in cache
         else:
             y = self.conv_a(a) + self.conv_b(b)
         return self.act(self.norm(y))
@@ -192,12 +196,16 @@ class ConcatFreeUNetDecoder(nn.Module):
     """Inference form of :class:`~monai_effseg.decoders.unet.UNetDecoder` (eval mode: the last head only) whose
     levels never build ``cat([upsampled, skip])`` (step 6 of the module docstring)."""
 
-    def __init__(self, decoder: UNetDecoder) -> None:
+    def __init__(self, decoder: UNetDecoder, fold_upsampling: bool = True) -> None:
         super().__init__()
-        self.ups = decoder.ups
+        self.ups = nn.ModuleList(decoder.ups)
         self.firsts = nn.ModuleList(
             SplitInputConvNormAct(stage[0], _output_channels(up)) for stage, up in zip(decoder.stages, decoder.ups)
         )  # fmt: skip
+        for i, first in enumerate(self.firsts):
+            if fold_upsampling and UpsampledConv.supports(self.ups[i], first.conv_a):
+                first.conv_a = UpsampledConv(self.ups[i], first.conv_a)  # step 7 of the module docstring
+                self.ups[i] = nn.Identity()
         self.rests = nn.ModuleList(nn.Sequential(*list(stage.children())[1:]) for stage in decoder.stages)
         self.head = decoder.heads[-1]
 
@@ -216,13 +224,13 @@ class ConcatFreeUNetDecoder(nn.Module):
         return self.head(x)
 
 
-def _without_concatenation(model: nn.Module) -> int:
+def _without_concatenation(model: nn.Module, fold_upsampling: bool) -> int:
     """Swap every supported :class:`UNetDecoder` for a :class:`ConcatFreeUNetDecoder`, in place; returns how many."""
     swapped = 0
     for module in list(model.modules()):
         for name, child in module.named_children():
             if ConcatFreeUNetDecoder.supports(child):
-                setattr(module, name, ConcatFreeUNetDecoder(child))
+                setattr(module, name, ConcatFreeUNetDecoder(child, fold_upsampling))
                 swapped += 1
     return swapped
 
@@ -264,8 +272,8 @@ def _swap_modules(model: nn.Module, fuse: bool) -> None:
             setattr(model, name, ChannelsLastInstanceNorm(child))
         elif _onednn_capable(child):
             setattr(model, name, OneDNNConv(child))
-        elif isinstance(child, SplitInputConvNormAct) and _onednn_capable(child.conv_a):
-            child.conv_a, child.conv_b = OneDNNConv(child.conv_a), OneDNNConv(child.conv_b)
+        elif isinstance(child, SplitInputConvNormAct) and _onednn_capable(child.conv_b):
+            child.conv_b = OneDNNConv(child.conv_b)
             _swap_modules(child, fuse)
         elif fuse and _fusable_conv_act(child):
             setattr(model, name, OneDNNConv(child.conv, _post_op(child.act)))
@@ -302,6 +310,7 @@ def optimize_for_inference(
     fuse: bool = True,
     inplace: bool = False,
     split_concat: bool = True,
+    fold_upsampling: bool = True,
 ) -> nn.Module:
     """An eval-mode copy of ``model`` (the model itself with ``inplace=True``) for CPU inference: BatchNorm folded,
     channels-last oneDNN convs with fused activations and residuals, nnU-Net decoders without concatenation. Same
@@ -312,7 +321,7 @@ def optimize_for_inference(
     if fold_bn:
         fold_batch_norms(model)
     if split_concat:
-        _without_concatenation(model)
+        _without_concatenation(model, fold_upsampling)
     if channels_last:
         dims = next((m.weight.dim() - 2 for m in model.modules() if isinstance(m, _ConvNd)), 3)
         to_channels_last(model, dims, fuse)
