@@ -89,6 +89,7 @@ def train_run(
     threads: int = 2,
     max_epochs: Optional[int] = None,
     iterations: Optional[int] = None,
+    sauron_overrides: Optional[dict] = None,
 ) -> dict:
     """Train one run of :data:`RUNS` (demo overlay, validation every epoch), then evaluate its final network on the
     hold-out phantoms. Returns the per-epoch history (FLOPs at the demo patch, val kidney Dice), the hold-out Dice,
@@ -96,7 +97,10 @@ def train_run(
     torch.set_num_threads(threads)
     bundle, extra = RUNS[label]
     root = REPO / "bundles" / bundle
-    overrides = {"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"), "val_interval": 1, **extra}
+    overrides = {"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"), "val_interval": 1}
+    if bundle == SAURON:
+        overrides.update(sauron_overrides or {})  # the same recipe for the pruned run and its unpruned control
+    overrides.update(extra)
     if max_epochs:
         overrides["max_epochs"] = max_epochs
     if iterations:
@@ -377,6 +381,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=JSON",
+                        help="config overrides for both kits_sauron_nnunet runs, e.g. sauron_steps=15")
     parser.add_argument("--max-epochs", type=int, default=None, help="epochs of every run (default: the Sauron demo's)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="iterations per epoch of every run (default: the Sauron demo's, for an equal budget)")
@@ -397,16 +403,17 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     demo_features = list(_config(SAURON, "features"))
     full_features = list(_config(SAURON, "features", ["train.json"]))
+    sauron_overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     epochs = args.max_epochs or int(_config(SAURON, "max_epochs"))
     iterations = args.iterations or int(_config(SAURON, "iterations_per_epoch"))
-    results: dict = {"threads": args.threads, "load_before": os.getloadavg(), "argv": sys.argv[1:] if argv is None else list(argv)}
+    results: dict = {"threads": args.threads, "overrides": sauron_overrides, "load_before": os.getloadavg(), "argv": sys.argv[1:] if argv is None else list(argv)}
     print(f"load average before: {results['load_before']}; {epochs} epochs x {iterations} iterations per run", flush=True)
 
     runs: dict[str, dict] = {}
     if not args.skip_training:
         for label in args.runs:
             with tempfile.TemporaryDirectory(prefix=f"sauron_{label}_") as work:
-                runs[label] = train_run(label, Path(work), args.threads, epochs, iterations)
+                runs[label] = train_run(label, Path(work), args.threads, epochs, iterations, sauron_overrides)
             if args.json:  # partial results survive a crash of a later run
                 Path(args.json).write_text(json.dumps({**results, "runs": runs}, indent=1))
         results["runs"] = runs
