@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -100,9 +100,3 @@ class UpsampledConv(nn.Module):
             target.copy_(y[(slice(None),) + phase + (slice(None),) + window])
         return out
 
-
-def fold_upsampling(up: nn.Module, conv: nn.Module) -> Sequence[nn.Module]:
-    """``(nn.Identity(), UpsampledConv(up, conv))`` where the pair can be folded, else ``(up, conv)`` unchanged."""
-    if UpsampledConv.supports(up, conv):
-        return nn.Identity(), UpsampledConv(up, conv)
-    return up, conv
