@@ -197,3 +197,28 @@ def test_two_process_ddp_prunes_identically_and_keeps_training(tmp_path):
     assert torch.equal(r0["widths"], r1["widths"]) and r0["widths"].sum() < 22 * 64
     assert r0["wrappers"] > 1  # the DDP wrapper was rebuilt after the surgery
     torch.testing.assert_close(r0["w"], r1["w"])  # gradients were still all-reduced
+
+
+def test_bundle_segmentation_loss_is_the_authors_ce_plus_soft_dice():
+    """kits_sauron_nnunet's per-output loss equals the authors' ``CrossEntropyDiceLoss`` (SauronUNet
+    ``lib/loss.py``): CE + 1 - mean over samples and classes (background included) of 2|P.Y| / (|P| + |Y| + 1e-6).
+    A class absent from a sample scores 0 whatever is predicted, so it pushes nothing to zero; MONAI's default
+    smoothing (1e-5 on both sides) instead rewards predicting exactly nothing for it, which on random crops taught
+    the full-resolution head never to predict kidney."""
+    from monai.bundle import ConfigParser
+
+    from bundle_utils import REPO, configs
+
+    parser = ConfigParser()
+    parser.read_config(configs(REPO / "bundles" / "kits_sauron_nnunet", "train.json"))
+    loss = parser.get_parsed_content("loss#loss#loss")
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 6, 6, 4, generator=gen)
+    label = torch.randint(0, 2, (2, 1, 6, 6, 4), generator=gen)  # class 2 absent from both samples ...
+    logits[:, 2] = -30.0  # ... and (almost) never predicted: the case where the two smoothings disagree
+    probs = logits.softmax(1)
+    onehot = torch.nn.functional.one_hot(label[:, 0], 3).permute(0, 4, 1, 2, 3).float()
+    axes = (2, 3, 4)
+    dice = 1 - (2 * (probs * onehot).sum(axes) / ((probs + onehot).sum(axes) + 1e-6)).mean()
+    ce = -(onehot * torch.log(probs + 1e-15)).sum(1).mean()
+    torch.testing.assert_close(loss(logits, label), ce + dice, atol=1e-5, rtol=1e-5)
