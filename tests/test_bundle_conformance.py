@@ -136,23 +136,25 @@ def test_ckpt_export_equals_eager(bundle, tmp_path):
         torch.testing.assert_close(scripted(x), net(x))
 
 
+def _one_epoch_overrides(bundle: Path, tiny_data: Path, tmp_path: Path) -> dict:
+    """Command-line overrides for a 1-epoch, 1-iteration run on the tiny dataset, writing under ``tmp_path``."""
+    return {
+        "dataset_dir": str(tiny_data),
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "eval"),
+        "max_epochs": 1,
+        "iterations_per_epoch": 1,
+        "val_interval": 1,
+        "batch_size": 1,
+        **tiny_overrides(bundle),
+    }
+
+
 def _train(bundle: Path, data_dir: Path, work: Path, max_epochs: int) -> None:
     from monai_effseg.workflows import run_bundle
 
-    run_bundle(
-        bundle,
-        ["train.json", "demo.json"],
-        "train",
-        dataset_dir=str(data_dir),
-        ckpt_dir=str(work / "models"),
-        output_dir=str(work / "eval"),
-        max_epochs=max_epochs,
-        iterations_per_epoch=1,
-        val_interval=1,
-        batch_size=1,
-        run=["$@train#trainer.run()"],
-        **tiny_overrides(bundle),
-    )
+    overrides = {**_one_epoch_overrides(bundle, data_dir, work), "max_epochs": max_epochs}
+    run_bundle(bundle, ["train.json", "demo.json"], "train", run=["$@train#trainer.run()"], **overrides)
 
 
 def test_one_iteration_training_then_resume(bundle, tiny_data, tmp_path):
@@ -211,20 +213,11 @@ def _bundle_run_command(bundle: Path, config_files: list, overrides: dict) -> li
 def test_demo_command_runs_training_and_holdout_evaluation(bundle, tiny_data, tmp_path):
     """README's "CPU demo" command as a user types it (a fresh interpreter, only the configs' own imports), at tiny
     sizes: training, then the hold-out evaluation that demo.json's ``run`` adds."""
-    overrides = {
-        "dataset_dir": str(tiny_data),
-        "holdout_dir": str(tiny_data),
-        "ckpt_dir": str(tmp_path / "models"),
-        "output_dir": str(tmp_path / "eval"),
-        "max_epochs": 1,
-        "iterations_per_epoch": 1,
-        "val_interval": 1,
-        "batch_size": 1,
-        **tiny_overrides(bundle),
-    }
+    overrides = _one_epoch_overrides(bundle, tiny_data, tmp_path)
     if "stage_overrides" in read_json(bundle / "configs" / "demo.json"):
         # the LiTS demos train their tumour stage in a second workflow, which gets only these keys
-        overrides["stage_overrides"] = {k: v for k, v in overrides.items() if k != "holdout_dir"}
+        overrides["stage_overrides"] = dict(overrides)
+    overrides["holdout_dir"] = str(tiny_data)
     cmd = [sys.executable] + _bundle_run_command(bundle, configs(bundle, "train.json", "demo.json"), overrides)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -233,16 +226,7 @@ def test_demo_command_runs_training_and_holdout_evaluation(bundle, tiny_data, tm
 
 
 def test_two_process_gloo_training(bundle, tiny_data, tmp_path):
-    overrides = {
-        "dataset_dir": str(tiny_data),
-        "ckpt_dir": str(tmp_path / "models"),
-        "output_dir": str(tmp_path / "eval"),
-        "max_epochs": 1,
-        "iterations_per_epoch": 1,
-        "val_interval": 1,
-        "batch_size": 1,
-        **tiny_overrides(bundle),
-    }
+    overrides = _one_epoch_overrides(bundle, tiny_data, tmp_path)
     files = configs(bundle, "train.json", "demo.json", "multi_gpu_train.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     cmd += _bundle_run_command(bundle, files, overrides)
