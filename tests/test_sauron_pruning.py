@@ -94,6 +94,18 @@ def test_graph_of_sauron_unet():
     assert net.sauron_widths.tolist() == list(graph.widths(net).values())
 
 
+def test_sauron_unet_starts_from_the_authors_he_normal_init():
+    torch.manual_seed(0)
+    net = SauronUNet(3, 1, 3, features=(8, 16, 32, 64, 128))
+    convs = [m for m in net.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
+    assert len(convs) == 10 + 4 + 8 + 3  # blocks, transposed convs, decoder blocks, heads
+    for layer in convs:
+        fan_in = layer.weight[0].numel()  # torch's fan-in, which the authors' he_normal uses for transposed convs too
+        assert torch.count_nonzero(layer.bias) == 0
+        if layer.weight.numel() >= 3000:  # enough samples for a 10% check of the standard deviation
+            assert float(layer.weight.std()) == pytest.approx((2.0 / fan_in) ** 0.5, rel=0.1)
+
+
 class Tangled(nn.Module):
     """Residual add, grouped conv, a BatchNorm between producer and consumer, and a head."""
 

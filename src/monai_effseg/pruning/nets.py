@@ -3,12 +3,16 @@
 5 levels, 24 initial filters doubling to 384 (cap 480 never reached), 2 x [conv 3x3x3 (bias) -> InstanceNorm
 (affine=False, the PyTorch default the authors' ``ConvBlock`` uses) -> LeakyReLU(0.01)] per level, strided-conv
 downsampling, transposed-conv upsampling, and deep-supervision heads on the 3 highest-resolution decoder levels.
-Transposed convs and heads keep PyTorch's default bias, as the authors build them with default arguments.
+Transposed convs and heads keep PyTorch's default bias, as the authors build them with default arguments. Every conv
+and transposed conv starts from He-normal weights and zero biases (authors' ``lib/models/BaseModel.py``,
+``initialize``, with ``lib/utils.py`` ``he_normal``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from torch import nn
 
 from monai_effseg.blocks.layers import NNUNET_ACT, LayerSpec
 from monai_effseg.decoders import UNetDecoder
@@ -18,10 +22,25 @@ from monai_effseg.nets.base import EncoderDecoderNet
 from monai_effseg.nets.registry import register_net
 from monai_effseg.pruning.widths import make_prunable
 
-__all__ = ["SAURON_FEATURES", "SAURON_NORM", "SauronUNet", "sauron_nnunet"]
+__all__ = ["SAURON_FEATURES", "SAURON_NORM", "SauronUNet", "he_normal_init", "sauron_nnunet"]
 
 SAURON_FEATURES = (24, 48, 96, 192, 384)
 SAURON_NORM: tuple = ("instance", {"affine": False})
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def he_normal_init(module: nn.Module) -> None:
+    """He-normal weights (``std = sqrt(2 / fan_in)``) and zero biases for every conv and transposed conv in
+    ``module``: the authors' initialisation. PyTorch's default (uniform, ``std = 1 / sqrt(3 fan_in)``, random biases)
+    starts 2.4x smaller; with it and seed 0 the demo's 8-channel full-resolution head settled on predicting kidney as
+    tumour and never left that state (measured 2026-12-02, ``kits_sauron_nnunet/docs/README.md``)."""
+    for layer in module.modules():
+        if isinstance(layer, _CONVS):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 class SauronUNet(EncoderDecoderNet):
@@ -37,6 +56,8 @@ class SauronUNet(EncoderDecoderNet):
         deep_supervision: return the heads' logits (highest resolution first) while training.
         deep_supervision_levels: how many of the highest-resolution decoder levels have a head (3).
         norm, act: MONAI layer specs of every conv block.
+
+    Weights are initialised by :func:`he_normal_init`, as in the authors' code.
     """
 
     def __init__(
@@ -67,6 +88,7 @@ class SauronUNet(EncoderDecoderNet):
             head_bias=True,
         )
         super().__init__(encoder, decoder)
+        he_normal_init(self)
         make_prunable(self)
 
 
