@@ -3,9 +3,9 @@
 5 levels, 24 initial filters doubling to 384 (cap 480 never reached), 2 x [conv 3x3x3 (bias) -> InstanceNorm
 (affine=False, the PyTorch default the authors' ``ConvBlock`` uses) -> LeakyReLU(0.01)] per level, strided-conv
 downsampling, transposed-conv upsampling, and deep-supervision heads on the 3 highest-resolution decoder levels.
-Transposed convs and heads keep PyTorch's default bias, as the authors build them with default arguments. Every conv
-and transposed conv starts from He-normal weights and zero biases (authors' ``lib/models/BaseModel.py``,
-``initialize``, with ``lib/utils.py`` ``he_normal``).
+Transposed convs and heads have a bias (PyTorch's default ``bias=True``), as the authors build them with default
+arguments. Every conv and transposed conv starts from He-normal weights and zero biases (authors'
+``lib/models/BaseModel.py``, ``initialize``, with ``lib/utils.py`` ``he_normal``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from monai_effseg.blocks.layers import NNUNET_ACT, LayerSpec
 from monai_effseg.decoders import UNetDecoder
@@ -28,16 +29,13 @@ SAURON_FEATURES = (24, 48, 96, 192, 384)
 SAURON_NORM: tuple = ("instance", {"affine": False})
 
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
 def he_normal_init(module: nn.Module) -> None:
     """He-normal weights (``std = sqrt(2 / fan_in)``) and zero biases for every conv and transposed conv in
     ``module``: the authors' initialisation. PyTorch's default (uniform, ``std = 1 / sqrt(3 fan_in)``, random biases)
     starts 2.4x smaller; with it and seed 0 the demo's 8-channel full-resolution head settled on predicting kidney as
     tumour and never left that state (measured 2026-12-02, ``kits_sauron_nnunet/docs/README.md``)."""
     for layer in module.modules():
-        if isinstance(layer, _CONVS):
+        if isinstance(layer, _ConvNd):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
