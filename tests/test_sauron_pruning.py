@@ -174,6 +174,26 @@ def test_delta_opt_is_finite_on_constant_and_identical_maps():
     assert torch.isfinite(d).all() and torch.isfinite(x.grad).all()
 
 
+def test_zscore_delta_opt_is_a_correlation_distance_that_one_extreme_voxel_cannot_shrink():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, 8)
+    x[:, 1] = 3 * x[:, 0] + 1  # the same map up to scale and offset
+    x[:, 2] = -x[:, 0]
+    d = delta_opt(x, pool=1, normalisation="zscore")
+    torch.testing.assert_close(d[:, :2], torch.tensor([[0.0, 2.0], [0.0, 2.0]]), atol=1e-4, rtol=0)
+    rho = torch.stack([torch.corrcoef(torch.stack([x[b, 0].flatten(), x[b, 3].flatten()]))[0, 1] for b in range(2)])
+    torch.testing.assert_close(d[:, 2], (2 * (1 - rho)).sqrt(), atol=1e-4, rtol=0)
+    # one voxel at 10 sigma in every map (the same place) widens the min-max range: the authors' distance of two
+    # uncorrelated maps halves, the correlation distance barely moves
+    spiked = x.clone()
+    spiked[:, :, 0, 0, 0] = 10.0
+    for normalisation, low, high in (("minmax", 0.4, 0.55), ("zscore", 0.85, 0.95)):
+        ratio = delta_opt(spiked, pool=1, normalisation=normalisation) / delta_opt(x, pool=1, normalisation=normalisation)
+        assert low < ratio[:, 2].amin() and ratio[:, 2].amax() < high, (normalisation, ratio)
+    with pytest.raises(ValueError, match="normalisation"):
+        delta_opt(x, normalisation="l2")
+
+
 def test_delta_prune_normalised_to_reference_and_farthest():
     x = torch.zeros(2, 4, 4, 4, 4)
     x[:, 1] = 1.0

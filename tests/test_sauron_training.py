@@ -16,7 +16,14 @@ from monai.engines import SupervisedTrainer
 from monai.handlers import CheckpointLoader, CheckpointSaver, from_engine
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 
-from monai_effseg.pruning import SauronLoss, SauronPruner, SauronRegularizer, SauronStatsHandler, SauronUNet
+from monai_effseg.pruning import (
+    SauronLoss,
+    SauronPruner,
+    SauronRegularizer,
+    SauronStatsHandler,
+    SauronUNet,
+    delta_opt,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -89,6 +96,25 @@ def test_penalty_only_in_training_forwards_and_head_dilution():
     torch.testing.assert_close(diluted.penalty(), 0.5 * (terms.sum() + 3) / 25, rtol=1e-4, atol=1e-6)
     reg.remove()
     diluted.remove()
+
+
+def test_zscore_regulariser_penalises_the_correlation_distance_of_every_layer():
+    torch.manual_seed(0)
+    net = SauronUNet(spatial_dims=2, features=FEATURES).train()
+    outputs = {}
+    for name in ("encoder.stages.0.0", "decoder.ups.3"):
+        net.get_submodule(name).register_forward_hook(lambda m, a, out, name=name: outputs.__setitem__(name, out))
+    reg = SauronRegularizer(net, lam=0.5, normalisation="zscore")
+    net(torch.randn(2, 1, *PATCH))
+    assert len(reg.terms) == 22
+    for name, term in zip(reg.graph.layers, reg.terms):
+        if name in outputs:
+            torch.testing.assert_close(term, delta_opt(outputs[name], normalisation="zscore").mean())
+    # the maps of a fresh net are far from correlated copies: sqrt(2 (1 - rho)) is 1.26 here (min-max: 0.16)
+    assert 0.8 < torch.stack(reg.terms).mean().item() < 1.6
+    reg.remove()
+    with pytest.raises(ValueError, match="normalisation='l2'"):
+        SauronRegularizer(net, normalisation="l2")
 
 
 def test_delta_prune_is_averaged_over_the_epoch():

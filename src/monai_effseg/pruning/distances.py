@@ -30,7 +30,9 @@ def _rms(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...], eps: float) ->
     return (a - b).pow(2).mean(dim=dims).clamp_min(eps * eps).sqrt()
 
 
-def delta_opt(x: torch.Tensor, pool: int = 2, per_slice: bool = False, eps: float = 1e-8) -> torch.Tensor:
+def delta_opt(
+    x: torch.Tensor, pool: int = 2, per_slice: bool = False, eps: float = 1e-8, normalisation: str = "minmax"
+) -> torch.Tensor:
     """Distances of channels ``1..C-1`` to channel 0 of the normalised, pooled maps ``x`` (B, C, *spatial).
 
     Args:
@@ -39,12 +41,23 @@ def delta_opt(x: torch.Tensor, pool: int = 2, per_slice: bool = False, eps: floa
         per_slice: reproduce the authors' 3D behaviour: min/max and the RMS over every spatial axis but the last
             (per 2D slice along the last array axis, a quirk of their 2D code). ``False`` normalises each whole map.
         eps: added to ``max - min`` (the authors divide by it bare, which gives NaN on a constant map).
+        normalisation: ``"minmax"`` (the authors'), or ``"zscore"``, an opt-in deviation: each pooled map minus its
+            mean over its standard deviation, so the distance is ``sqrt(2 (1 - correlation))``. A few extreme voxels
+            widen a map's min-max range and so shrink the min-max distance without making the maps alike; they move
+            the correlation far less (``per_slice`` does not apply).
 
     Returns:
         ``(B, C-1)``, or ``(B, C-1, S')`` with ``per_slice`` and 3D input. Empty when ``C < 2``.
     """
     x = x.float()
     spatial = tuple(range(2, x.dim()))
+    if normalisation == "zscore":
+        pooled = avg_pool(x, pool)
+        centred = pooled - pooled.mean(dim=spatial, keepdim=True)
+        pooled = centred / centred.pow(2).mean(dim=spatial, keepdim=True).clamp_min(eps * eps).sqrt()
+        return _rms(pooled[:, :1], pooled[:, 1:], spatial, eps)
+    if normalisation != "minmax":
+        raise ValueError(f"normalisation={normalisation!r}: expected 'minmax' or 'zscore'")
     if per_slice and x.dim() > 4:
         axes = spatial[:-1]
         low, high = x.amin(dim=axes, keepdim=True), x.amax(dim=axes, keepdim=True)

@@ -36,6 +36,8 @@ class SauronRegularizer:
         head_dilution: also count a constant 1 per network output layer (deep-supervision head) in the average, as
             the authors' code does (22 layers + 3 heads: an effective weight of 0.5 x 22/25 per layer). Default
             ``False``: the mean over the pruned layers, the paper's formula.
+        normalisation: of each map in ``delta_opt``: ``"minmax"`` (the authors') or ``"zscore"`` (opt-in; see
+            :func:`~monai_effseg.pruning.distances.delta_opt`).
         graph: a graph already traced from ``network``.
     """
 
@@ -46,6 +48,7 @@ class SauronRegularizer:
         pool: int = 2,
         per_slice: bool = False,
         head_dilution: bool = False,
+        normalisation: str = "minmax",
         graph: Optional[ChannelGraph] = None,
     ) -> None:
         self.network = network
@@ -55,6 +58,8 @@ class SauronRegularizer:
         self.lam = float(lam)
         self.pool = pool
         self.per_slice = per_slice
+        self.normalisation = normalisation
+        delta_opt(torch.zeros(1, 2, 2), normalisation=normalisation)  # an unknown name fails here, not mid-training
         self.constant_terms = len(self.graph.output_layers) if head_dilution else 0
         self.terms: list[torch.Tensor] = []
         # pruning statistics: reference channel per layer, running sums of delta_prune, last batch's values
@@ -74,7 +79,7 @@ class SauronRegularizer:
             if not module.training:
                 return
             if self.lam > 0 and torch.is_grad_enabled():
-                self.terms.append(delta_opt(output, self.pool, self.per_slice).mean())
+                self.terms.append(delta_opt(output, self.pool, self.per_slice, normalisation=self.normalisation).mean())
             if name in self.references:
                 self._accumulate(name, output)
 
