@@ -115,6 +115,8 @@ def test_zscore_regulariser_penalises_the_correlation_distance_of_every_layer():
     reg.remove()
     with pytest.raises(ValueError, match="normalisation='l2'"):
         SauronRegularizer(net, normalisation="l2")
+    with pytest.raises(ValueError, match="per_slice"):
+        SauronRegularizer(net, per_slice=True, normalisation="zscore")
 
 
 def test_delta_prune_is_averaged_over_the_epoch():

@@ -1,7 +1,7 @@
 """Sauron's two channel distances (Valverde, Shatillo, Tohka, Neurocomputing 594:127817, 2024).
 
 - :func:`delta_opt`, the regulariser: min-max normalised maps, average-pooled, RMS distance of every channel to
-  channel 0 (authors' ``lib/distance.py:4-21``, ``Euclidean_norm``).
+  channel 0 (authors' ``lib/distance.py:4-21``, ``Euclidean_norm``); opt-in, z-scored maps instead.
 - :func:`delta_prune`, the pruning criterion: average-pooled raw maps, RMS distance to a reference channel over all
   spatial axes, divided by the per-sample maximum (``lib/distance.py:23-40``, ``Euclidean_rand``).
 """
@@ -44,20 +44,22 @@ def delta_opt(
         normalisation: ``"minmax"`` (the authors'), or ``"zscore"``, an opt-in deviation: each pooled map minus its
             mean over its standard deviation, so the distance is ``sqrt(2 (1 - correlation))``. A few extreme voxels
             widen a map's min-max range and so shrink the min-max distance without making the maps alike; they move
-            the correlation far less (``per_slice`` does not apply).
+            the correlation far less. ``per_slice`` is a min-max quirk and cannot be combined with it.
 
     Returns:
         ``(B, C-1)``, or ``(B, C-1, S')`` with ``per_slice`` and 3D input. Empty when ``C < 2``.
     """
     x = x.float()
     spatial = tuple(range(2, x.dim()))
+    if normalisation not in ("minmax", "zscore"):
+        raise ValueError(f"normalisation={normalisation!r}: expected 'minmax' or 'zscore'")
     if normalisation == "zscore":
+        if per_slice:
+            raise ValueError("per_slice reproduces the authors' per-slice min-max; it has no z-score form")
         pooled = avg_pool(x, pool)
         centred = pooled - pooled.mean(dim=spatial, keepdim=True)
         pooled = centred / centred.pow(2).mean(dim=spatial, keepdim=True).clamp_min(eps * eps).sqrt()
         return _rms(pooled[:, :1], pooled[:, 1:], spatial, eps)
-    if normalisation != "minmax":
-        raise ValueError(f"normalisation={normalisation!r}: expected 'minmax' or 'zscore'")
     if per_slice and x.dim() > 4:
         axes = spatial[:-1]
         low, high = x.amin(dim=axes, keepdim=True), x.amax(dim=axes, keepdim=True)

@@ -59,7 +59,8 @@ class SauronRegularizer:
         self.pool = pool
         self.per_slice = per_slice
         self.normalisation = normalisation
-        delta_opt(torch.zeros(1, 2, 2), normalisation=normalisation)  # an unknown name fails here, not mid-training
+        # a bad setting fails here, not at the first training forward
+        delta_opt(torch.zeros(1, 2, 2, 2, 2), per_slice=per_slice, normalisation=normalisation)
         self.constant_terms = len(self.graph.output_layers) if head_dilution else 0
         self.terms: list[torch.Tensor] = []
         # pruning statistics: reference channel per layer, running sums of delta_prune, last batch's values
