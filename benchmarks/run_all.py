@@ -1017,8 +1017,9 @@ def render_sauron(data: dict, figures: Path) -> str:
                  rows),
         "",
         "Paper: " + data["reference"] + " The demo trains for minutes on synthetic phantoms with a shortened "
-        "threshold schedule (`sauron_steps`, `sauron_patience`, `sauron_require_plateau` in demo.json), so its "
-        "compression is not the paper's.",
+        "threshold schedule (`sauron_steps`, `sauron_patience`, `sauron_require_plateau` in demo.json) and a "
+        "z-score regulariser (`sauron_normalisation`), so its compression is not the paper's; the full 24-epoch "
+        "demo and its unpruned control are in the bundle README's Performance section.",
     ]  # fmt: skip
     fig = plot_sauron(data, figures / "sauron_compression.png")
     if fig:
