@@ -174,7 +174,7 @@ def test_delta_opt_is_finite_on_constant_and_identical_maps():
     assert torch.isfinite(d).all() and torch.isfinite(x.grad).all()
 
 
-def test_zscore_delta_opt_is_a_correlation_distance_that_one_extreme_voxel_cannot_shrink():
+def test_zscore_delta_opt_is_a_correlation_distance_that_one_extreme_voxel_barely_moves():
     torch.manual_seed(0)
     x = torch.randn(2, 4, 8, 8, 8)
     x[:, 1] = 3 * x[:, 0] + 1  # the same map up to scale and offset

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["avg_pool", "delta_opt", "delta_prune"]
+__all__ = ["avg_pool", "check_normalisation", "delta_opt", "delta_prune"]
 
 _POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
@@ -28,6 +28,14 @@ def avg_pool(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 def _rms(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...], eps: float) -> torch.Tensor:
     # clamp keeps the gradient finite where two maps coincide (d/dx sqrt(x) is infinite at 0)
     return (a - b).pow(2).mean(dim=dims).clamp_min(eps * eps).sqrt()
+
+
+def check_normalisation(normalisation: str, per_slice: bool = False) -> None:
+    """Raise if :func:`delta_opt` cannot take this ``normalisation`` (with ``per_slice``)."""
+    if normalisation not in ("minmax", "zscore"):
+        raise ValueError(f"normalisation={normalisation!r}: expected 'minmax' or 'zscore'")
+    if normalisation == "zscore" and per_slice:
+        raise ValueError("per_slice reproduces the authors' per-slice min-max; it has no z-score form")
 
 
 def delta_opt(
@@ -49,13 +57,10 @@ def delta_opt(
     Returns:
         ``(B, C-1)``, or ``(B, C-1, S')`` with ``per_slice`` and 3D input. Empty when ``C < 2``.
     """
+    check_normalisation(normalisation, per_slice)
     x = x.float()
     spatial = tuple(range(2, x.dim()))
-    if normalisation not in ("minmax", "zscore"):
-        raise ValueError(f"normalisation={normalisation!r}: expected 'minmax' or 'zscore'")
     if normalisation == "zscore":
-        if per_slice:
-            raise ValueError("per_slice reproduces the authors' per-slice min-max; it has no z-score form")
         pooled = avg_pool(x, pool)
         centred = pooled - pooled.mean(dim=spatial, keepdim=True)
         pooled = centred / centred.pow(2).mean(dim=spatial, keepdim=True).clamp_min(eps * eps).sqrt()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from monai_effseg.pruning.distances import delta_opt, delta_prune
+from monai_effseg.pruning.distances import check_normalisation, delta_opt, delta_prune
 from monai_effseg.pruning.graph import ChannelGraph
 
 __all__ = ["SauronLoss", "SauronRegularizer"]
@@ -59,8 +59,7 @@ class SauronRegularizer:
         self.pool = pool
         self.per_slice = per_slice
         self.normalisation = normalisation
-        # a bad setting fails here, not at the first training forward
-        delta_opt(torch.zeros(1, 2, 2, 2, 2), per_slice=per_slice, normalisation=normalisation)
+        check_normalisation(normalisation, per_slice)  # fail here, not at the first training forward
         self.constant_terms = len(self.graph.output_layers) if head_dilution else 0
         self.terms: list[torch.Tensor] = []
         # pruning statistics: reference channel per layer, running sums of delta_prune, last batch's values
