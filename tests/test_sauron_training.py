@@ -193,6 +193,21 @@ def test_last_batch_criterion_and_reference_channel_survives():
     assert set(references) == set(widths) and all(0 <= r < widths[n] for n, r in references.items())
 
 
+def test_prune_epochs_then_fine_tunes_without_the_regulariser():
+    net, regularizer, optimizer, pruner, trainer = build(prune_epochs=1)
+    penalties = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: penalties.append(regularizer.lam))
+    trainer.state.max_epochs = 3
+    trainer.run()
+    widths = [h["widths"] for h in pruner.history]
+    assert widths[1] != widths[0] and widths[1] == widths[2] == widths[3]  # pruned once, then fixed
+    assert [h["epoch"] for h in pruner.history] == [0, 1, 2, 3] and pruner.history[-1]["loss"] is not None
+    assert penalties == [0.5] * 4 + [0.0] * 8 and pruner.references == {}
+    assert pruner.schedule.taus() == dict.fromkeys(regularizer.graph.layers, 0.3)  # the schedule stops too
+    with pytest.raises(ValueError, match="prune_epochs=0"):
+        build(prune_epochs=0)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

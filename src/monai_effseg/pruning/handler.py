@@ -13,6 +13,9 @@ Differences from the authors' code (docs/deviations.md lists all of them):
 - at least ``min_channels`` (2) channels stay in every layer, also when all maps are equal (the authors' code then
   keeps one channel and the regulariser's average becomes NaN).
 - the convergence test has no validation-loss condition (see :mod:`monai_effseg.pruning.schedule`).
+- optional ``prune_epochs``: prune only in the first epochs, then train the pruned network without the regulariser.
+  The paper prunes until the end of 500 epochs, where the last epochs remove little; a short run that prunes until
+  its last epoch ends with a network that never trained at its final size.
 
 In a distributed run every rank computes the same decision: references come from a generator seeded by the epoch,
 and the loss and distance sums are all-reduced. A ``DistributedDataParallel`` trainer network is wrapped again after
@@ -66,6 +69,8 @@ class SauronPruner:
         min_channels: never fewer channels per layer (2: the reference and its farthest channel).
         epoch_average: average ``delta_prune`` over the epoch (default) or use the last training batch's.
         seed: seeds the per-epoch reference channels (the same on every rank).
+        prune_epochs: prune at the end of epochs ``1..prune_epochs`` only; later epochs fine-tune the pruned network
+            with the regulariser off (``lam`` 0). ``None`` (the paper): prune after every epoch.
         flops_input_shape: input (batch included) at which the FLOPs of the history are counted; ``None``: not counted.
         loss_transform: the training loss of one iteration from ``engine.state.output``.
     """
@@ -83,6 +88,7 @@ class SauronPruner:
         min_channels: int = 2,
         epoch_average: bool = True,
         seed: int = 0,
+        prune_epochs: Optional[int] = None,
         flops_input_shape: Optional[tuple[int, ...]] = None,
         loss_transform: Callable[[Any], Any] = from_engine(["loss"], first=True),
     ) -> None:
@@ -96,6 +102,10 @@ class SauronPruner:
         self.min_channels = min_channels
         self.epoch_average = epoch_average
         self.seed = seed
+        if prune_epochs is not None and prune_epochs < 1:
+            raise ValueError(f"prune_epochs={prune_epochs}: at least 1, or None to prune after every epoch")
+        self.prune_epochs = prune_epochs
+        self.lam = regularizer.lam
         self.flops_input_shape = tuple(flops_input_shape) if flops_input_shape is not None else None
         self.loss_transform = loss_transform
         self.losses: list[float] = []
@@ -116,12 +126,20 @@ class SauronPruner:
         if not self.history:
             self.history.append(self._snapshot(engine.state.epoch, None))
 
+    def pruning(self, epoch: int) -> bool:
+        """Whether the end of ``epoch`` (1-based) prunes."""
+        return self.prune_epochs is None or epoch <= self.prune_epochs
+
     def epoch_started(self, engine: Engine) -> None:
+        self._loss_sum, self._loss_count = 0.0, 0
+        if not self.pruning(engine.state.epoch):  # fine-tuning: no statistics, no regulariser
+            self.regularizer.lam, self.references = 0.0, {}
+            return
+        self.regularizer.lam = self.lam
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + engine.state.epoch)
         widths = self.graph.widths(self.network)
         self.references = {n: int(torch.randint(w, (), generator=generator)) for n, w in widths.items()}
         self.regularizer.start_epoch(self.references, keep_last_only=not self.epoch_average)
-        self._loss_sum, self._loss_count = 0.0, 0
 
     def iteration_completed(self, engine: Engine) -> None:
         loss = self.loss_transform(engine.state.output)
@@ -131,6 +149,9 @@ class SauronPruner:
     def epoch_completed(self, engine: Engine) -> None:
         self.regularizer.stop()
         self.losses.append(self._epoch_loss())
+        if not self.pruning(engine.state.epoch):
+            self.history.append(self._snapshot(engine.state.epoch, self.losses[-1]))
+            return
         distances = self._epoch_distances()
         raised = self.schedule.step(self.losses)
         widths = self.graph.widths(self.network)
