@@ -8,6 +8,7 @@ from typing import Union
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 LayerSpec = Union[str, tuple]
 """A MONAI layer-factory spec: ``"instance"`` or ``("instance", {"affine": True})``."""
@@ -53,3 +54,23 @@ def norm(spec: LayerSpec, spatial_dims: int, channels: int) -> nn.Module:
 
 def act(spec: LayerSpec) -> nn.Module:
     return get_act_layer(spec)
+
+
+def per_stage(value, num_stages: int, name: str) -> list:
+    """One int for every stage, or a list with one entry (int or per-axis tuple) per stage."""
+    if isinstance(value, int):
+        return [value] * num_stages
+    if len(value) != num_stages:
+        raise ValueError(f"{name} needs one entry per stage ({num_stages}), got {list(value)}")
+    return [v if isinstance(v, int) else tuple(v) for v in value]
+
+
+def he_normal_init(module: nn.Module) -> None:
+    """He-normal weights (``std = sqrt(2 / fan_in)``, torch's fan-in convention) and zero biases for every conv and
+    transposed conv in ``module``, as Sauron's authors initialise their nnU-Net (``lib/utils.py`` ``he_normal``).
+    PyTorch's default starts 2.4x smaller, with random biases; docs/deviations.md (Sauron) says why that mattered."""
+    for layer in module.modules():
+        if isinstance(layer, _ConvNd):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)

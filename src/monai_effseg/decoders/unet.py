@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from monai_effseg.blocks import StageSpec, build_stage
-from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec, conv, transposed_conv
+from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec, conv, per_stage, transposed_conv
 from monai_effseg.blocks.layers import act as act_layer
 from monai_effseg.blocks.layers import norm as norm_layer
 from monai_effseg.decoders.registry import register_decoder
-from monai_effseg.encoders.generic import per_stage
 
 
 @register_decoder("generic")

@@ -8,20 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monai_effseg.blocks import StageSpec
-from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec
+from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec, per_stage
 from monai_effseg.encoders.registry import register_encoder
 from monai_effseg.encoders.table import TableEncoder
 
 NNUNET_FEATURES = (32, 64, 128, 256, 320, 320)
-
-
-def per_stage(value, num_stages: int, name: str) -> list:
-    """One int for every stage, or a list with one entry (int or per-axis tuple) per stage."""
-    if isinstance(value, int):
-        return [value] * num_stages
-    if len(value) != num_stages:
-        raise ValueError(f"{name} needs one entry per stage ({num_stages}), got {list(value)}")
-    return [v if isinstance(v, int) else tuple(v) for v in value]
 
 
 def default_strides(num_stages: int) -> list[int]:

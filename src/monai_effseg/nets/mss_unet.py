@@ -4,10 +4,10 @@ Unlocked 19, 100357, 2020; KiTS19 7th place).
 
 The paper builds on nnU-Net's 3D U-Net: strided-conv downsampling, transposed-conv upsampling, instance norm, and
 a supervised 1x1 output on each of the 5 decoder levels ("the total 5 layers excluding the bottleneck", section
-II.E). The layout comes from the authors' nnU-Net v1 plans (reference/methods.md section 2): 6 resolution levels
-with 30, 60, 120, 240, 320, 320 features, kernels [3,3,1] then [3,3,3] x 5, pooling [2,2,1] x 2 then [2,2,2] x 3,
-for patches of 192 x 192 x 48 (x, y, z) at 0.78 x 0.78 x 3 mm, i.e. our RAS array order. ``Generic_UNet`` v1 bias
-convention: convs with bias, transposed convs and heads without.
+II.E). The layout comes from the authors' nnU-Net v1 plans (tests/data/reference/methods.md section 2): 6
+resolution levels with 30, 60, 120, 240, 320, 320 features, kernels [3,3,1] then [3,3,3] x 5, pooling [2,2,1] x 2
+then [2,2,2] x 3, for patches of 192 x 192 x 48 (x, y, z) at 0.78 x 0.78 x 3 mm, i.e. our RAS array order.
+``Generic_UNet`` v1 bias convention: convs with bias, transposed convs and heads without.
 
 The "classic 3D U-Net" of the paper's Tables II and III is the same network without the multi-scale supervision
 (``deep_supervision=False``), trained without the exp-log loss and used without post-processing.
@@ -60,7 +60,7 @@ class MSSUNet(PlainUNet):
             features=features,
             kernel_sizes=kernel_sizes,
             strides=strides,
-            convs_per_stage=2,
+            blocks_per_stage=2,
             deep_supervision=deep_supervision,
             norm=norm,
             act=act,

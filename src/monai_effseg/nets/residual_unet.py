@@ -9,7 +9,7 @@ blocks, and a 1x1 head per decoder level whose losses L1..L5 are weighted and su
 The thesis gives neither widths, depth nor block counts. We use nnU-Net's KiTS layout (6 resolution levels,
 32..320 features), which yields exactly the five supervised decoder outputs L1..L5 of its Figure 3.2, and one
 residual block (two convs) per level, so that ``residual=False`` ("PM without Res") is the same network without
-the shortcuts. Built from the shared nnU-Net encoder/decoder with ``block="residual"``; no second U-Net.
+the shortcuts. A preset of :class:`~monai_effseg.nets.PlainUNet` (``block="residual"``); no second U-Net.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec
-from monai_effseg.decoders import UNetDecoder
-from monai_effseg.encoders import generic_encoder
-from monai_effseg.encoders.generic import NNUNET_FEATURES, per_stage
-from monai_effseg.nets.base import EncoderDecoderNet
+from monai_effseg.encoders.generic import NNUNET_FEATURES
+from monai_effseg.nets.plain_unet import PlainUNet
 from monai_effseg.nets.registry import register_net
 
 __all__ = ["KITS19_KERNELS", "KITS19_STRIDES", "TABLE_4_2_ABLATIONS", "ResidualUNet"]
 
 # nnU-Net's plan for KiTS19 at its median spacing 0.78 x 0.78 x 3 mm (x, y, z): in-plane-only kernel and pooling
-# until the voxels are near-isotropic (the MSS U-Net authors' plans, reference/methods.md section 2).
+# until the voxels are near-isotropic (the MSS U-Net authors' plans, tests/data/reference/methods.md section 2).
 KITS19_KERNELS = ((3, 3, 1), (3, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))
 KITS19_STRIDES = (1, (2, 2, 1), (2, 2, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2))
 
@@ -38,8 +36,9 @@ TABLE_4_2_ABLATIONS = {
 }
 
 
-class ResidualUNet(EncoderDecoderNet):
-    """3D U-Net with residual blocks in encoder and decoder and deep supervision (seed 002).
+class ResidualUNet(PlainUNet):
+    """3D U-Net with residual blocks in encoder and decoder and deep supervision (seed 002): a
+    :class:`~monai_effseg.nets.PlainUNet` preset.
 
     Args:
         spatial_dims: 2 or 3.
@@ -68,25 +67,22 @@ class ResidualUNet(EncoderDecoderNet):
         norm: LayerSpec = NNUNET_NORM,
         act: LayerSpec = NNUNET_ACT,
     ) -> None:
-        block = "residual" if residual else "conv"
-        repeats = blocks_per_stage if residual else 2 * blocks_per_stage  # keep the number of convs
-        encoder = generic_encoder(spatial_dims, in_channels, features, kernel_sizes, strides, repeats, block, norm, act)
-        decoder = UNetDecoder(
-            spatial_dims,
-            encoder.out_channels,
-            encoder.strides,
-            out_channels,
-            kernel_sizes=per_stage(kernel_sizes, len(features), "kernel_sizes")[:-1],
-            block=block,
-            blocks_per_stage=repeats,
+        super().__init__(
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            features=features,
+            kernel_sizes=kernel_sizes,
+            strides=strides,
+            blocks_per_stage=blocks_per_stage if residual else 2 * blocks_per_stage,  # keep the number of convs
             deep_supervision=deep_supervision,
             norm=norm,
             act=act,
-            transpose_bias=False,  # an InstanceNorm follows and would cancel it
+            bias_convention="v1",  # no transposed-conv bias: an InstanceNorm follows and would cancel it
             head_bias=True,
-            upsample_norm_act=True,
+            block="residual" if residual else "conv",
+            upsample_norm_act=True,  # "deConv3D + IN + LeakyReLU"
         )
-        super().__init__(encoder, decoder)
         self.residual = residual
 
 

@@ -12,14 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
-from torch.nn.modules.conv import _ConvNd
-
-from monai_effseg.blocks.layers import NNUNET_ACT, LayerSpec
-from monai_effseg.decoders import UNetDecoder
-from monai_effseg.encoders import generic_encoder
-from monai_effseg.encoders.generic import per_stage
-from monai_effseg.nets.base import EncoderDecoderNet
+from monai_effseg.blocks.layers import NNUNET_ACT, LayerSpec, he_normal_init
+from monai_effseg.nets.plain_unet import PlainUNet
 from monai_effseg.nets.registry import register_net
 from monai_effseg.pruning.widths import make_prunable
 
@@ -29,21 +23,10 @@ SAURON_FEATURES = (24, 48, 96, 192, 384)
 SAURON_NORM: tuple = ("instance", {"affine": False})
 
 
-def he_normal_init(module: nn.Module) -> None:
-    """He-normal weights (``std = sqrt(2 / fan_in)``) and zero biases for every conv and transposed conv in
-    ``module``: the authors' initialisation. PyTorch's default (uniform, ``std = 1 / sqrt(3 fan_in)``, random biases)
-    starts 2.4x smaller; with it and seed 0 the demo's 8-channel full-resolution head settled on predicting kidney as
-    tumour and never left that state (measured 2026-12-02, ``kits_sauron_nnunet/docs/README.md``)."""
-    for layer in module.modules():
-        if isinstance(layer, _ConvNd):
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-
-
-class SauronUNet(EncoderDecoderNet):
-    """Sauron's nnU-Net, built at full width and ready to be pruned (it carries its per-layer widths and resizes
-    itself when it loads a pruned state dict; see :mod:`monai_effseg.pruning.widths`).
+class SauronUNet(PlainUNet):
+    """Sauron's nnU-Net, a :class:`~monai_effseg.nets.PlainUNet` preset, built at full width and ready to be pruned
+    (it carries its per-layer widths and resizes itself when it loads a pruned state dict; see
+    :mod:`monai_effseg.pruning.widths`).
 
     Args:
         spatial_dims: 2 or 3.
@@ -55,7 +38,7 @@ class SauronUNet(EncoderDecoderNet):
         deep_supervision_levels: how many of the highest-resolution decoder levels have a head (3).
         norm, act: MONAI layer specs of every conv block.
 
-    Weights are initialised by :func:`he_normal_init`, as in the authors' code.
+    Weights are initialised by :func:`~monai_effseg.blocks.layers.he_normal_init`, as in the authors' code.
     """
 
     def __init__(
@@ -71,22 +54,21 @@ class SauronUNet(EncoderDecoderNet):
         norm: LayerSpec = SAURON_NORM,
         act: LayerSpec = NNUNET_ACT,
     ) -> None:
-        encoder = generic_encoder(spatial_dims, in_channels, features, kernel_sizes, strides, 2, "conv", norm, act)
-        decoder = UNetDecoder(
-            spatial_dims,
-            encoder.out_channels,
-            encoder.strides,
-            out_channels,
-            kernel_sizes=per_stage(kernel_sizes, len(features), "kernel_sizes")[:-1],
+        super().__init__(
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            features=features,
+            kernel_sizes=kernel_sizes,
+            strides=strides,
+            blocks_per_stage=2,
             deep_supervision=deep_supervision,
             deep_supervision_levels=deep_supervision_levels,
             norm=norm,
             act=act,
-            transpose_bias=True,
-            head_bias=True,
+            bias_convention="v2",  # the authors build transposed convs and heads with PyTorch's default bias=True
+            init="he_normal",
         )
-        super().__init__(encoder, decoder)
-        he_normal_init(self)
         make_prunable(self)
 
 
