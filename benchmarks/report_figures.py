@@ -43,8 +43,13 @@ def plot_bars(items: Sequence[tuple[str, float]], ylabel: str, title: str, path:
     return _save(fig, path)
 
 
+def speed_mode(data: dict) -> str:
+    """The mode the speed figure and summary show: ``optimized`` (what the bundles run) when measured."""
+    return "optimized" if "optimized" in data["modes"] else data["modes"][0]
+
+
 def plot_speed(data: dict, path: Path) -> Optional[Path]:
-    rows = [r for r in data["rows"] if r["ratio_wall_min"] is not None and r["mode"] == data["modes"][0]]
+    rows = [r for r in data["rows"] if r["ratio_wall_min"] is not None and r["mode"] == speed_mode(data)]
     if not rows:
         return None
     plt = _pyplot()
@@ -55,7 +60,7 @@ def plot_speed(data: dict, path: Path) -> Optional[Path]:
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xticks(list(xs), [r["name"] for r in rows], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("relative to nnU-Net")
-    ax.set_title(f"{data['modes'][0]} forward, 1x1x{data['input'][2]}^3, {data['threads']} threads", fontsize=10)
+    ax.set_title(f"{speed_mode(data)} forward, 1x1x{data['input'][2]}^3, {data['threads']} threads", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
@@ -159,4 +164,45 @@ def plot_scatter(data: dict, path: Path) -> Optional[Path]:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")
         ax.set_title("KiTS demos" if kind == "kits" else "LiTS demos", fontsize=10)
+    return _save(fig, path)
+
+
+def demo_losses(r: dict) -> list[tuple[float, float]]:
+    """(training s, mean training loss of the epoch) of one demo: the history's ``loss`` (run_all records it since
+    issue 25), else the Sauron handler's per-epoch loss (single stage) placed at its epoch's validation."""
+    points = [(h["train_s"], h["loss"]) for h in r["history"] if h.get("loss") is not None]
+    if not points and r.get("sauron_history"):
+        at = {h["epoch"]: h["train_s"] for h in r["history"] if h["stage"] == 0}
+        points = [(at[s["epoch"]], s["loss"]) for s in r["sauron_history"] if s.get("loss") and s["epoch"] in at]
+    return points
+
+
+def plot_bundle_demo(r: dict, path: Path) -> Optional[Path]:
+    """One bundle's demo: validation Dice of each stage and the training loss against training time."""
+    if not r.get("history"):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for stage in sorted({h["stage"] for h in r["history"]}):
+        pts = [(h["train_s"], h["dice"]) for h in r["history"] if h["stage"] == stage and h["dice"] is not None]
+        name = next(h["stage_name"] for h in r["history"] if h["stage"] == stage)
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=f"validation Dice ({name})")
+    for t in r["targets"]:
+        ax.axhline(t["threshold"], color="grey", lw=0.8, ls=":")
+    ax.set_xlim(left=0)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training time (s, validation excluded)")
+    ax.set_ylabel("validation Dice")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    losses = demo_losses(r)
+    if losses:
+        ax2 = ax.twinx()
+        handles += ax2.plot(*zip(*losses), color="tab:red", ls="--", marker="x", ms=4)
+        labels.append("training loss")
+        ax2.set_ylabel("training loss (epoch mean)")
+    ax.legend(handles, labels, fontsize=7, loc="best")
+    ax.set_title(f"{r['bundle']}: capped run_all demo" + ("" if losses else " (training loss not recorded)"),
+                 fontsize=10)
     return _save(fig, path)

@@ -208,3 +208,67 @@ def pct(v: Optional[float], digits: int = 1) -> str:
 
 def bundle_kind(bundle: str) -> str:
     return "lits" if bundle.startswith("lits") else "kits"
+
+
+# ------------------------------------------------------------------- bundle READMEs: blocks rendered from results
+# A bundle README's Performance section holds one block per results file it quotes:
+#     <!-- results: docs/benchmarks.json#demos/BUNDLE -->  ...rendered text...  <!-- /results -->
+# ``python benchmarks/run_all.py`` (also ``--report-only``) re-renders it; tests/test_doc_figures.py fails when the
+# text differs from what the cited file renders to.
+RESULTS_BLOCK = re.compile(r"(<!-- results: (?P<source>[^#\s]+)#demos/(?P<bundle>[\w-]+) -->\n)(?P<body>.*?)"
+                           r"(?P<end><!-- /results -->)", re.S)  # fmt: skip
+DEMO_PLOT = "demo_curve.png"  # next to the README: bundles/<bundle>/docs/demo_curve.png
+
+
+def demo_protocol(record: dict) -> str:
+    """The label of the run_all demo protocol, used wherever its figures appear."""
+    return f"capped run_all demo ({record['data']['demo_budget_s']:.0f} s cap)"
+
+
+def render_bundle_demo(record: dict, bundle: str, source: str) -> str:
+    """Markdown of one bundle's entry in the ``demos`` section ``record`` of the results file ``source``."""
+    data, r = record["data"], record["data"]["bundles"][bundle]
+    if "error" in r:
+        return f"The {demo_protocol(record)} of this bundle did not finish: {cell(r['error'])}\n"
+    net = r.get("demo_network", {})
+    inputs = "; ".join("x".join(map(str, p["input"][1:])) for p in net.get("parts", {}).values())
+    flops = fflops(net.get("pruned_flops") or net.get("flops")) + " FLOPs"
+    if net.get("pruned_flops"):
+        flops += f" as pruned at the end (unpruned {fflops(net['flops'])})"
+    params = net.get("pruned_params") or net.get("params")
+    reached = [f"{t['name']} >= {t['threshold']}: " + (f"{t['time_to_dice_s']:.0f} s (epoch {t['epoch']})"
+               if t["reached"] else f"not reached (best {fnum(t['best_val_dice'])})")
+               for t in r["targets"]]  # fmt: skip
+    rows = [
+        ["epochs run", " + ".join(f"{st['epochs']} of {st['max_epochs']}" for st in r["stages"])
+         + (" (stopped by the cap)" if any(st.get("terminated") for st in r["stages"]) else "")],
+        ["training / validation / hold-out evaluation (s)",
+         f"{r['training_s']:.0f} / {r['validation_s']:.0f} / {r['holdout_s']:.0f}"],
+        ["training time to validation Dice", "; ".join(reached)],
+        ["hold-out Dice", ", ".join(f"{k} {fnum(v)}" for k, v in r["holdout_primary"].items())],
+        ["demo network", f"{params:,} parameters, {flops}, input {inputs or '-'}" if params else "-"],
+    ]  # fmt: skip
+    m = record.get("machine", {})
+    return "\n".join([
+        f"**{demo_protocol(record).capitalize()}**, not the full demo: `python benchmarks/run_all.py --sections "
+        f"demos` runs `train.json` + `demo.json` on synthetic phantoms with at most {r['budget_s']:.0f} s of "
+        f"training + validation for this bundle, validation every {data['val_interval']} epoch(s), "
+        f"{data['threads']} threads on `{data['device']}`; measured {record['measured_at'][:10]} on {m.get('cpu')}. "
+        f"Rendered from `{source}` (section `demos`, `{bundle}`); `python benchmarks/run_all.py --report-only` "
+        "re-renders this block and the plot.",
+        "",
+        md_table(["quantity", "value"], rows),
+        "",
+        f"![validation Dice and training loss against training time]({DEMO_PLOT})",
+        "",
+    ])  # fmt: skip
+
+
+def update_results_blocks(text: str, load: Any) -> str:
+    """``text`` with every results block re-rendered; ``load(source)`` returns the parsed results file."""
+
+    def render(m: re.Match) -> str:
+        record = load(m["source"])["sections"]["demos"]
+        return m.group(1) + render_bundle_demo(record, m["bundle"], m["source"]) + m["end"]
+
+    return RESULTS_BLOCK.sub(render, text)
