@@ -32,7 +32,8 @@ def profile_dict(p: Profile) -> dict:
 
 
 def table1_row(p: Profile) -> dict:
-    """Ours next to Table 1 and reference/architectures.md section 4 (params in M, FLOPs in T; None = not there)."""
+    """Ours next to Table 1 and tests/data/reference/architectures.md section 4 (params in M, FLOPs in T; None = not
+    there)."""
     t = THESIS_TABLE1.get(p.name)
     parts = [p.table1_part("params", part) for part in ("network", "encoder", "decoder")]
     ours = [None if count is None else count / 1e6 for count in parts]  # networks without an encoder/decoder split

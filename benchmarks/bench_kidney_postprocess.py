@@ -7,7 +7,7 @@ five 2 mm kidney specks (radii in mm, so the blobs have the same physical size w
 KiTS19 Dice (kidney = label > 0, tumour = label 2) of the clean, noisy and cleaned labels against the clean labels
 is printed, with the worst gap and the post-processing time.
 
-    python benchmarks/bench_kidney_postprocess.py [--labels ../shared/data/kits19_labels] [--json out.json]
+    python benchmarks/bench_kidney_postprocess.py [--labels tests/data/kits19_labels] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from monai_effseg.metrics import kits_case_metrics
 from monai_effseg.transforms import KeepKidneyPair
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS = REPO.parent / "shared" / "data" / "kits19_labels"
+LABELS = REPO / "tests" / "data" / "kits19_labels"
 BLOBS_MM = ((10.0, 1), (6.0, 2)) + ((2.0, 1),) * 5  # (radius in mm, label)
 
 

@@ -34,7 +34,7 @@ from monai_effseg.data import load_fingerprint
 from monai_effseg.transforms import ct_preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS = REPO.parent / "shared" / "data" / "kits19_labels"
+LABELS = REPO / "tests" / "data" / "kits19_labels"
 BUNDLES = ("kits_unet_cascade", "kits_residual_unet", "kits_mss_unet")
 
 

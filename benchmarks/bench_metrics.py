@@ -22,7 +22,7 @@ from scipy import ndimage
 from monai_effseg.metrics import kits_case_metrics, lits_case_metrics
 from monai_effseg.metrics.surface import union_bbox
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits19_labels"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "kits19_labels"
 
 
 def _fg_box(gt: np.ndarray) -> tuple[slice, ...]:
@@ -30,8 +30,8 @@ def _fg_box(gt: np.ndarray) -> tuple[slice, ...]:
 
 
 def perturbations(gt: np.ndarray, spacing: tuple[float, ...]) -> dict[str, np.ndarray]:
-    """The reference perturbations of reference/methods.md section 3e; the blob goes to the (z-mid, 20, 20) corner,
-    the worst case for the union bounding box."""
+    """The reference perturbations of tests/data/reference/methods.md section 3e; the blob goes to the (z-mid, 20,
+    20) corner, the worst case for the union bounding box."""
     box = _fg_box(gt)
     erode = gt.copy(order="K")
     tumor = gt[box] == 2

@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests may read ``../shared`` (reference tables, real KiTS19 labels, one real CT); CI has it."""
+"""Shared fixtures. Tests read their real data (KiTS19 labels, one abdominal CT, reference tables, the bundle
+metadata schema) from ``tests/data``, inside the repository; ``tests/data/README.md`` gives each source and licence."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"{SHARED} is missing: the test suite needs the shared reference data next to the checkout")
-    return SHARED
+def test_data() -> Path:
+    """``tests/data``: ``kits19_labels/``, ``abdomen_ct_3mm/``, ``reference/``, ``schemas/``."""
+    return TEST_DATA
 
 
 @pytest.fixture(autouse=True)

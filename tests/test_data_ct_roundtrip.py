@@ -75,8 +75,8 @@ def _image_for_label(label_path: Path, image_path: Path) -> None:
     nib.save(nib.Nifti1Image(image.astype(np.int16), label.affine), str(image_path))
 
 
-def test_kits19_ipl_round_trip(shared_dir, tmp_path):
-    label_path = shared_dir / "data" / "kits19_labels" / "case_00011.nii.gz"  # (80, 512, 512) IPL, 5 mm slices
+def test_kits19_ipl_round_trip(test_data, tmp_path):
+    label_path = test_data / "kits19_labels" / "case_00011.nii.gz"  # (80, 512, 512) IPL, 5 mm slices
     assert nib.aff2axcodes(nib.load(label_path).affine) == ("I", "P", "L")
     image_path = tmp_path / "case_00011.nii.gz"
     _image_for_label(label_path, image_path)
@@ -85,8 +85,8 @@ def test_kits19_ipl_round_trip(shared_dir, tmp_path):
     _assert_same_geometry(written, label_path, min_agreement=0.995)
 
 
-def test_abdomen_ct_ras_and_lps_round_trips(shared_dir, tmp_path):
-    data = shared_dir / "data" / "abdomen_ct_3mm"
+def test_abdomen_ct_ras_and_lps_round_trips(test_data, tmp_path):
+    data = test_data / "abdomen_ct_3mm"
     item = {"image": str(data / "ct.nii.gz"), "label": str(data / "liver.nii.gz")}
     preprocessing = ct_preprocessing(KITS19)  # the published 0.78 x 0.78 x 3 mm target
     written = _predict_and_write(item, preprocessing, tmp_path / "ras")

@@ -1,4 +1,4 @@
-"""The KiTS and LiTS metrics reproduce reference/methods.md section 3e on the real KiTS19 labels.
+"""The KiTS and LiTS metrics reproduce tests/data/reference/methods.md section 3e on the real KiTS19 labels.
 
 The reference values (ref_metrics_results.csv) were computed with the official KiTS21 code, DeepMind's
 surface-distance, medpy 0.5.2 and MONAI on full-resolution labels of cases 000, 001, 002, 006 and 011 with four
@@ -34,8 +34,8 @@ SEARCHED_BLOB_CENTRES = {
 }
 
 
-def load_label(shared_dir: Path, case: str) -> tuple[np.ndarray, tuple[float, ...]]:
-    img = nib.load(str(shared_dir / "data" / "kits19_labels" / f"{case}.nii.gz"))
+def load_label(test_data: Path, case: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    img = nib.load(str(test_data / "kits19_labels" / f"{case}.nii.gz"))
     return np.asanyarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms())
 
 
@@ -125,14 +125,14 @@ def perturb(name: str, gt: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray
 
 
 @pytest.fixture(scope="module")
-def reference(shared_dir: Path) -> dict[tuple[str, str, str], dict[str, str]]:
-    with open(shared_dir / "reference" / "ref_metrics_results.csv") as f:
+def reference(test_data: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    with open(test_data / "reference" / "ref_metrics_results.csv") as f:
         return {(r["case"], r["perturbation"], r["region"]): r for r in csv.DictReader(f)}
 
 
 @pytest.fixture(scope="module")
-def labels(shared_dir: Path) -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
-    return {case: load_label(shared_dir, case) for case in CASES}
+def labels(test_data: Path) -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
+    return {case: load_label(test_data, case) for case in CASES}
 
 
 @pytest.fixture(scope="module")

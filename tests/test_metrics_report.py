@@ -20,9 +20,9 @@ from monai_effseg.metrics.report import (
     run_evaluate,
 )
 
-def real_crop(shared_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def real_crop(test_data: Path) -> tuple[np.ndarray, np.ndarray]:
     """case_00011 (5 mm slices) cropped to its foreground, as (z, y, x) uint8 with its KiTS IPL affine."""
-    img = nib.load(str(shared_dir / "data" / "kits19_labels" / "case_00011.nii.gz"))
+    img = nib.load(str(test_data / "kits19_labels" / "case_00011.nii.gz"))
     seg = np.asanyarray(img.dataobj)[8:35, 220:370, 125:440]
     return np.ascontiguousarray(seg), img.affine
 
@@ -33,8 +33,8 @@ def save(path: Path, arr: np.ndarray, affine: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def kits_dirs(tmp_path_factory, shared_dir):
-    seg, affine = real_crop(shared_dir)
+def kits_dirs(tmp_path_factory, test_data):
+    seg, affine = real_crop(test_data)
     root = tmp_path_factory.mktemp("kits")
     preds = {1: np.roll(seg, 1, axis=1), 2: np.where(seg == 2, 1, seg), 3: seg}
     for case, pred in preds.items():
@@ -75,8 +75,8 @@ def test_evaluate_folders_writes_csv_json_and_plots(kits_dirs, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_lits_layout_and_pooled_summary(tmp_path, shared_dir):
-    seg, _ = real_crop(shared_dir)
+def test_lits_layout_and_pooled_summary(tmp_path, test_data):
+    seg, _ = real_crop(test_data)
     affine = np.diag([0.7, 0.7, 5.0, 1.0])
     pred = seg.copy()
     pred[2:4, 5:9, 5:9] = 2  # a small false-positive lesion
@@ -97,10 +97,10 @@ def test_lits_layout_and_pooled_summary(tmp_path, shared_dir):
     assert (tmp_path / "out" / "boxplot_liver.png").is_file()
 
 
-def test_predictions_named_after_lits_images_are_found(tmp_path, shared_dir):
+def test_predictions_named_after_lits_images_are_found(tmp_path, test_data):
     """A bundle saves its prediction under the image's name (``volume-3.nii``): in a prediction folder that is a
     label map, while in a reference folder ``volume-*`` stays an image."""
-    seg, _ = real_crop(shared_dir)
+    seg, _ = real_crop(test_data)
     affine = np.diag([0.7, 0.7, 5.0, 1.0])
     save(tmp_path / "gt" / "segmentation-3.nii", seg, affine)
     save(tmp_path / "gt" / "volume-3.nii", np.zeros_like(seg), affine)
@@ -161,7 +161,7 @@ def test_cli_hooks(kits_dirs, tmp_path, capsys):
         parser.parse_args([str(root / "pred"), str(root / "gt"), "--protocol", "kits23"])
 
 
-def test_evaluate_datalist_as_bundles_call_it(kits_dirs, tmp_path, shared_dir):
+def test_evaluate_datalist_as_bundles_call_it(kits_dirs, tmp_path, test_data):
     root, seg, preds, spacing = kits_dirs
     ct = root / "gt" / "case_00001" / "imaging.nii.gz"  # zeros: enough for the overlay plumbing
     datalist = [{"image": str(ct), "label": str(root / "gt" / f"case_{c:05d}" / "segmentation.nii.gz"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -12,7 +15,7 @@ from monai_effseg.profile import count_flops, count_params
 def test_kits_configuration_has_nnunet_v1_parameter_count():
     net = build_net("nnunet")
     assert count_params(net) == 31_196_384
-    # reference/architectures.md section 1: encoder, decoder conv stages, transposed convs, heads
+    # tests/data/reference/architectures.md section 1: encoder, decoder conv stages, transposed convs, heads
     assert count_params(net.encoder) == 14_025_120
     assert count_params(net.decoder.stages) == 15_349_440
     assert count_params(net.decoder.ups) == 1_818_624
@@ -78,3 +81,11 @@ def test_bad_configuration_errors():
         PlainUNet(features=(8, 16, 32), strides=[1, 2])
     with pytest.raises(ValueError, match="bias_convention"):
         PlainUNet(bias_convention="v3")
+
+
+def test_registry_is_complete_at_import():
+    """Every paper's net is registered by importing the networks package alone (``effseg profile --all`` lists them)."""
+    code = "from monai_effseg.nets import NETS; print(sorted(NETS))"
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for preset in ("nnunet", "residual_unet_kits19", "unet_cascade_kits19", "mss_unet", "sauron_nnunet"):
+        assert f"'{preset}'" in names

@@ -28,20 +28,20 @@ FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
 
 
 @pytest.fixture(scope="module")
-def kits_labels(shared_dir: Path) -> dict[str, np.ndarray]:
+def kits_labels(test_data: Path) -> dict[str, np.ndarray]:
     """The 10 shipped labels cropped to their foreground (+2 voxels): the rules only see components, so the crop
     changes nothing but the run time."""
     out = {}
     for case in KITS_CASES:
-        seg = np.asanyarray(nib.load(str(shared_dir / "data" / "kits19_labels" / f"case_{case}.nii.gz")).dataobj)
+        seg = np.asanyarray(nib.load(str(test_data / "kits19_labels" / f"case_{case}.nii.gz")).dataobj)
         box = tuple(slice(max(lo, 0), hi) for lo, hi in union_bbox(seg, margin=2))
         out[case] = np.ascontiguousarray(seg[box])
     return out
 
 
 @pytest.fixture(scope="module")
-def label_stats(shared_dir: Path) -> dict[str, dict[str, str]]:
-    with open(shared_dir / "reference" / "kits19_label_stats.csv") as f:
+def label_stats(test_data: Path) -> dict[str, dict[str, str]]:
+    with open(test_data / "reference" / "kits19_label_stats.csv") as f:
         return {r["case"][-5:]: r for r in csv.DictReader(f)}
 
 
@@ -64,7 +64,7 @@ def add_ball(seg: np.ndarray, centre, radius: float, label: int) -> np.ndarray:
 
 def test_kidney_pair_keeps_the_reference_anatomy(kits_labels, label_stats):
     """Only specks change: the largest is case_00006's 12-voxel kidney fragment (the issue's "<= 10 voxels" bound
-    holds for the detached tumour pieces of reference/methods.md section 4, not for kidney fragments)."""
+    holds for the detached tumour pieces of tests/data/reference/methods.md section 4, not for kidney fragments)."""
     for case, seg in kits_labels.items():
         out = KeepKidneyPair()(seg[None])[0]
         changed = out != seg
@@ -111,8 +111,8 @@ def test_kidney_pair_ratio_and_tumour_attachment_rules():
 
 
 @pytest.fixture(scope="module")
-def liver_ct(shared_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    folder = shared_dir / "data" / "abdomen_ct_3mm"
+def liver_ct(test_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    folder = test_data / "abdomen_ct_3mm"
     liver_img = nib.load(str(folder / "liver.nii.gz"))
     liver = np.asanyarray(liver_img.dataobj) > 0
     spleen = np.asanyarray(nib.load(str(folder / "spleen.nii.gz")).dataobj) > 0

@@ -16,3 +16,6 @@ __all__ += ["ResidualUNet", "UNetCascade", "MSSUNet"]
 from monai_effseg.nets.lite_unet import LiteUNet, LiverTumourUNet, combine_liver_mask  # noqa: E402  (registers the seed-001 presets, e.g. "dsts-3d-bottom")
 
 __all__ += ["LiteUNet", "LiverTumourUNet", "combine_liver_mask"]
+from monai_effseg.nets.sauron_unet import SauronUNet  # noqa: E402  (registers "sauron_nnunet")
+
+__all__ += ["SauronUNet"]

@@ -1,5 +1,6 @@
 """Seed 000's Table 1 (Martinho, "Efficient Algorithms for Medical Image Segmentation", appendix A) as data, with the
-measured reference figures of reference/architectures.md section 4, for the profile benchmark and the tests.
+measured reference figures of tests/data/reference/architectures.md section 4, for the profile benchmark and the
+tests.
 
 Units as printed in the thesis: parameters in millions, FLOPs (2 x MAC) in units of 1e12. "dec" is the decoder's conv
 stages only; network and encoder parameters include the unused ImageNet head.
@@ -35,7 +36,8 @@ THESIS_TABLE1: dict[str, tuple[float, float, float, float, float, float]] = {
     "fullyefficientunetv2-l": (0.822, 0.327, 0.478, 139.0, 128.0, 9.244),  # printed as 0.139G / 0.128G
 }
 
-# reference/architectures.md section 4: "used params" (no ImageNet head) and the sketch's 2 x MAC network FLOPs [T]
+# tests/data/reference/architectures.md section 4: "used params" (no ImageNet head) and the sketch's 2 x MAC
+# network FLOPs [T]
 REFERENCE_USED_PARAMS_M: dict[str, float] = {
     "efficientunet-b0": 17.715,
     "fullyefficientunet-b0": 13.508,

@@ -18,7 +18,7 @@ from monai_effseg.pruning.regularizer import SauronLoss, SauronRegularizer
 from monai_effseg.pruning.schedule import ThresholdSchedule
 from monai_effseg.pruning.compression import conv_flops, plot_compression
 from monai_effseg.pruning.handler import SauronPruner, SauronStatsHandler, select_channels
-from monai_effseg.pruning.nets import SAURON_FEATURES, SauronUNet, he_normal_init, sauron_nnunet
+from monai_effseg.nets.sauron_unet import SAURON_FEATURES, SauronUNet, he_normal_init, sauron_nnunet
 from monai_effseg.pruning.recipe import SAURON_KITS_EXCLUDED, SAURON_KITS_RECIPE, sauron_kits_augmentation
 
 __all__ = [

@@ -2,8 +2,8 @@
 
 Sauron (Valverde, Shatillo, Tohka, Neurocomputing 594:127817, 2024) prunes the filters of every conv block and of
 every transposed conv; removing a filter removes the matching input channels of every consumer, skip concatenations
-included (``reference/methods.md`` section 1.3). The graph is found by tracing the network with ``torch.fx``, so any
-network built from the block library can be pruned, not only one hand-wired U-Net.
+included (``tests/data/reference/methods.md`` section 1.3). The graph is found by tracing the network with
+``torch.fx``, so any network built from the block library can be pruned, not only one hand-wired U-Net.
 
 Rules (conservative: a layer is prunable only when every path from its output is understood):
 

@@ -70,7 +70,8 @@ def keep_kidney_pair(
     max_components: int = 2,
     connectivity: int | None = None,
 ) -> np.ndarray:
-    """MSS U-Net post-processing (seed 003 section II.F; rule of reference/methods.md section 2) on a label map.
+    """MSS U-Net post-processing (seed 003 section II.F; rule of tests/data/reference/methods.md section 2) on a
+    label map.
 
     1. connected components of label > 0;
     2. keep the largest, and the next ``max_components - 1`` largest if each is >= ``second_min_ratio`` of it;
@@ -113,7 +114,7 @@ class KeepKidneyPair(Transform):
     found. Thus, all tumor components attached to a kidney are maintained [...] while others are removed" (seed 003
     section II.F). The paper gives no threshold for "one or two"; the second component is kept when it has at
     least ``second_min_ratio`` (10%) of the largest one's voxels, which keeps both kidneys in 206/210 KiTS19
-    reference cases and the single kidney in the other 4 (reference/methods.md section 4).
+    reference cases and the single kidney in the other 4 (tests/data/reference/methods.md section 4).
 
     Args:
         tumor_labels: labels that must touch a kept kidney (KiTS: 2; add 3 to treat cysts like tumour).

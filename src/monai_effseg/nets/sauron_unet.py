@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from monai_effseg.blocks.layers import NNUNET_ACT, LayerSpec, he_normal_init
 from monai_effseg.nets.plain_unet import PlainUNet
 from monai_effseg.nets.registry import register_net
-from monai_effseg.pruning.widths import make_prunable
 
 __all__ = ["SAURON_FEATURES", "SAURON_NORM", "SauronUNet", "he_normal_init", "sauron_nnunet"]
 
@@ -69,6 +68,8 @@ class SauronUNet(PlainUNet):
             bias_convention="v2",  # the authors build transposed convs and heads with PyTorch's default bias=True
             init="he_normal",
         )
+        from monai_effseg.pruning.widths import make_prunable  # here, not at the top: monai_effseg.pruning imports nets
+
         make_prunable(self)
 
 
