@@ -289,12 +289,41 @@ def test_pruning_removes_parameters_and_flops():
     assert conv_flops(net, (1, 1, 32, 32, 32)) < 0.3 * flops
 
 
-def test_conv_flops_matches_fvcore_profile():
-    from monai_effseg.profile import count_flops
+def hand_counted_flops(net: torch.nn.Module, shape) -> int:
+    """2 x MACs of every conv, transposed conv and linear layer, from the shapes one real forward pass sees."""
+    total = 0
 
-    net = small_net(dtype=torch.float32)
-    prune_channels(net, ChannelGraph.trace(net), {"encoder.stages.0.0": [0, 2], "decoder.ups.1": [1, 3, 5]})
-    assert conv_flops(net, (1, 1, 32, 32, 32)) == count_flops(net, (1, 1, 32, 32, 32))["network"]
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Linear):
+            total += 2 * output.numel() * module.in_features
+        elif isinstance(module, torch.nn.modules.conv._ConvTransposeNd):  # every input voxel meets the whole kernel
+            total += 2 * inputs[0].numel() * module.weight[0].numel()
+        elif isinstance(module, torch.nn.modules.conv._ConvNd):
+            total += 2 * output.numel() * module.weight[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in net.modules()]
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(shape))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+@pytest.mark.parametrize("name", ["pruned sauron", "efficientunet-b0", "fullyefficientunet-b0", "residual_unet_kits19"])
+def test_flops_equal_a_hand_count_of_conv_and_linear_macs(name):
+    """The one FLOP counter (shapes only) against an independent per-layer count on real shapes: pruned widths,
+    depthwise convs, SE gates (linear or 1x1 convs on pooled maps), transposed convs and residual blocks."""
+    from monai_effseg.nets import build_net
+
+    if name == "pruned sauron":
+        net = small_net(dtype=torch.float32)
+        prune_channels(net, ChannelGraph.trace(net), {"encoder.stages.0.0": [0, 2], "decoder.ups.1": [1, 3, 5]})
+    else:
+        net = build_net(name, features=(8, 16, 24, 32, 40, 48)) if "residual" in name else build_net(name)
+    shape = (1, 1, 32, 32, 32)
+    assert conv_flops(net, shape) == hand_counted_flops(net, shape)
 
 
 def _loss(outs: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
@@ -398,3 +427,43 @@ def test_cpu_inference_form_of_pruned_network_equals_eager():
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_delta_opt_per_slice_along_a_chosen_axis_is_the_authors_sagittal_cut():
+    """The authors' KiTS arrays are (z, y, x), so their per-slice min-max cuts along x; in RAS (x, y, z) that is
+    spatial axis 0, which is what ``slice_axis=0`` normalises along (and not the axial cut of the last axis)."""
+    x = torch.rand(1, 3, 6, 4, 4, dtype=torch.float64)
+    x[:, :, :3] *= 10  # x-slices with different ranges
+    sagittal = delta_opt(x, per_slice=True, slice_axis=0)
+    assert sagittal.shape == (1, 2, 3)  # (B, C-1, x pooled)
+    low, high = x.amin(dim=(3, 4), keepdim=True), x.amax(dim=(3, 4), keepdim=True)
+    pooled = avg_pool((x - low) / (high - low + 1e-8))
+    expected = (pooled[:, :1] - pooled[:, 1:]).pow(2).mean(dim=(3, 4)).sqrt()
+    torch.testing.assert_close(sagittal.double(), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(sagittal.mean(), delta_opt(x, per_slice=True).mean())  # the axial cut differs
+    torch.testing.assert_close(delta_opt(x, per_slice=True, slice_axis=2), delta_opt(x, per_slice=True))
+
+
+def test_threshold_warmup_holds_tau_min_and_prune_epochs_ends_the_raises():
+    schedule = ThresholdSchedule(["a"], 0.0, 1.0, steps=10, patience=0, require_plateau=False, warmup_epochs=3,
+                                 prune_epochs=6)  # fmt: skip
+    taus, phases = [], []
+    for epoch in range(1, 9):
+        schedule.step([1.0] * epoch, epoch)
+        taus.append(schedule.tau("a"))
+        phases.append(schedule.phase(epoch))
+    assert phases == ["warmup"] * 3 + ["prune"] * 3 + ["finetune"] * 2
+    assert taus == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.2, 0.3, 0.3, 0.3])
+    with pytest.raises(ValueError, match="prune_epochs=3 <= warmup_epochs=3"):
+        ThresholdSchedule(["a"], warmup_epochs=3, prune_epochs=3)
+
+
+def test_plateau_min_epochs_is_the_authors_six_validations_at_every_second_epoch():
+    """(a) of the authors' convergence needs 6 validation losses: with validation every 2 epochs, no raise before
+    epoch 12, although a flat loss is a plateau from epoch 6 on."""
+    flat = [1.0] * 20
+    schedule = ThresholdSchedule(["a"], patience=5, min_epochs=12)
+    first = next(e for e in range(1, 21) if schedule.step(flat[:e], e))
+    assert first == 12
+    default = ThresholdSchedule(["a"], patience=5)
+    assert next(e for e in range(1, 21) if default.step(flat[:e], e)) == 6

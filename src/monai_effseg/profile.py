@@ -1,11 +1,11 @@
 """Parameters, FLOPs and CPU time per network, encoder and decoder, in the format of seed 000's Table 1.
 
 FLOPs follow the convention of seed 000's Table 1: 2 x multiply-accumulates of the convolutions (dense, depthwise,
-transposed) and linear layers, counted by fvcore. Normalisation and elementwise ops are not counted (fvcore would
-count InstanceNorm at 1 FLOP per element and ignore activations, so mixing them in would make the figure depend on
-the counter rather than on the architecture).
+transposed) and linear layers, counted by ``torch.utils.flop_counter``. Normalisation and elementwise ops are not
+counted (counters disagree on them, so mixing them in would make the figure depend on the counter rather than on the
+architecture).
 
-Table 1 conventions (reference/architectures.md sections 1 and 4), reproduced by :func:`format_profiles`:
+Table 1 conventions (tests/data/reference/architectures.md sections 1 and 4), reproduced by :func:`format_profiles`:
 
 - "Dec." covers the decoder's conv stages only (``decoder.stages``); the transposed convs and the segmentation heads
   are in the network total only.
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(module: nn.Module) -> int:
@@ -54,47 +56,34 @@ def total_stride(model: nn.Module, spatial_dims: int) -> tuple[int, ...] | None:
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int], downscale: int = 1) -> dict[str, int]:
-    """2 x conv/linear MACs of one eval-mode forward pass, for the network and each part.
+    """2 x conv/linear MACs of one eval-mode forward pass, for the network and each part (:func:`part_names`).
 
-    ``downscale > 1`` counts at the input shrunk by that factor per spatial axis and multiplies by ``downscale**dims``.
-    Conv MACs are exactly proportional to the voxel count when every level keeps integer sizes (checked against the
-    encoder's total stride, with >= 2 voxels per axis at the bottleneck; otherwise it counts at full size), so this is
-    exact for the conv path; only the MACs on
-    globally pooled tensors (SE gates, < 0.01% here) get scaled too. It makes Table 1 at 128^3 affordable on a CPU.
+    Counted by ``torch.utils.flop_counter`` on the ``meta`` device: only shapes are computed, so a count at 128^3 or
+    at Sauron's 160 x 160 x 80 patch costs no forward pass. The counter sees matrix products and convolutions
+    (dense, grouped/depthwise, transposed) only, which is the Table 1 convention. ``downscale`` is TEMPORARY and
+    ignored (the earlier counter ran a real forward at a reduced size); it goes with its callers.
     """
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import addmm_flop_jit, bmm_flop_jit, conv_flop_jit, linear_flop_jit, matmul_flop_jit
-
-    spatial = list(input_shape[2:])
-    factor = 1
-    if downscale > 1:
-        stride = total_stride(model, len(spatial)) or (1,) * len(spatial)
-        small = [s // downscale for s in spatial]
-        # integer sizes at every level, and >= 2 voxels per axis at the bottleneck (InstanceNorm needs more than 1)
-        if all(s % downscale == 0 and m % t == 0 and m // t >= 2 for s, m, t in zip(spatial, small, stride)):
-            spatial = [s // downscale for s in spatial]
-            factor = downscale ** len(spatial)
-    was_training = model.training
-    model.eval()
+    tensors = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
+    modes = {m: m.training for m in model.modules()}
+    model.eval()  # eval mode also keeps training-only hooks (Sauron's regulariser) silent
     try:
-        x = torch.zeros(*input_shape[:2], *spatial)
-        analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        # Only multiply-accumulates: fvcore's defaults also count norms, upsampling and pooling.
-        analysis.clear_op_handles().set_op_handle(
-            **{
-                "aten::_convolution": conv_flop_jit,
-                "aten::addmm": addmm_flop_jit,
-                "aten::bmm": bmm_flop_jit,
-                "aten::linear": linear_flop_jit,
-                "aten::matmul": matmul_flop_jit,
-                "aten::mm": matmul_flop_jit,
-            }
-        )
-        by_module = analysis.by_module()
+        with FlopCounterMode(display=False) as counter:
+            functional_call(model, tensors, (torch.empty(*input_shape, device="meta"),))
     finally:
-        model.train(was_training)
-    flops = {"network": 2 * factor * by_module[""]}
-    flops.update({name: 2 * factor * by_module.get(name, 0) for name in part_names(model)})
+        for m, mode in modes.items():
+            m.training = mode
+    by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(model).__name__
+
+    def part(name: str) -> int:
+        if f"{root}.{name}" in by_module:
+            return int(by_module[f"{root}.{name}"])
+        # a container that is never called itself (a ModuleList): the sum over its direct children
+        prefix = f"{root}.{name}."
+        return int(sum(v for k, v in by_module.items() if k.startswith(prefix) and "." not in k[len(prefix) :]))
+
+    flops = {"network": int(counter.get_total_flops())}
+    flops.update({name: part(name) for name in part_names(model)})
     return flops
 
 

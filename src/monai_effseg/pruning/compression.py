@@ -1,9 +1,8 @@
 """Size of a (pruned) network, and its compression curve over training.
 
-FLOPs follow :mod:`monai_effseg.profile` (2 x multiply-accumulates of convs and linear layers, the convention of the
-seeds' tables) but are counted by ``torch.utils.flop_counter`` on the ``meta`` device: the count needs shapes only, so
-logging it every epoch at the full 160 x 160 x 80 patch costs no forward pass. It equals ``profile.count_flops``
-(fvcore) exactly on the Sauron net (test_sauron_pruning.py checks it).
+FLOPs are :func:`monai_effseg.profile.count_flops` (2 x multiply-accumulates of convs and linear layers, the
+convention of the papers' tables), counted from shapes only, so logging them every epoch at the full 160 x 160 x 80
+patch costs no forward pass.
 """
 
 from __future__ import annotations
@@ -12,26 +11,16 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import nn
-from torch.func import functional_call
-from torch.utils.flop_counter import FlopCounterMode
+
+from monai_effseg.profile import count_flops
 
 __all__ = ["conv_flops", "plot_compression", "write_history"]
 
 
 def conv_flops(network: nn.Module, input_shape: Sequence[int]) -> int:
     """2 x conv/linear MACs of one eval-mode forward pass of ``input_shape`` (batch included), without computing it."""
-    tensors = {k: torch.empty_like(v, device="meta") for k, v in network.state_dict(keep_vars=True).items()}
-    modes = {m: m.training for m in network.modules()}
-    network.eval()  # eval mode also keeps Sauron's hooks silent
-    try:
-        with FlopCounterMode(display=False) as counter:
-            functional_call(network, tensors, (torch.empty(*input_shape, device="meta"),))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    return int(counter.get_total_flops())
+    return count_flops(network, input_shape)["network"]
 
 
 def write_history(history: Sequence[dict], path: str | Path) -> None:
