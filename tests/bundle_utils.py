@@ -41,3 +41,20 @@ TEST_OVERRIDES: dict[str, dict] = {}
 
 def tiny_overrides(bundle: Path) -> dict:
     return dict(TEST_OVERRIDES.get(bundle.name, {}))
+
+
+def zoo_io(bundle: Path, p: int = 1, n: int = 1, any: int = 1) -> dict:
+    """``network_data_format`` of the bundle's metadata as MONAI parses it for ``verify_net_in_out``: the input and
+    output shapes (batch 1) at the zoo CI's ``p``, ``n`` and ``any`` (MONAI's defaults, 1) and their dtypes."""
+    from monai.bundle.scripts import _get_fake_spatial_shape, _get_net_io_info
+
+    parser = ConfigParser()
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    in_channels, in_spatial, in_dtype, out_channels, out_dtype = _get_net_io_info(parser=parser)
+    out_spatial = parser.get("_meta_#network_data_format#outputs#pred#spatial_shape")
+    return {
+        "input_shape": (1, in_channels, *_get_fake_spatial_shape(in_spatial, p=p, n=n, any=any)),
+        "input_dtype": in_dtype,
+        "output_shape": (1, out_channels, *_get_fake_spatial_shape(out_spatial, p=p, n=n, any=any)),
+        "output_dtype": out_dtype,
+    }

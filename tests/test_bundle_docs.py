@@ -169,6 +169,25 @@ def test_readme_commands_match_the_configs(bundle):
                 assert value == default_dataset, f"{bundle.name}: --dataset_dir {value} vs train.json {default_dataset}"
 
 
+def monailabel_server_commands(text: str) -> list[str]:
+    """``monailabel start_server`` command lines in the code blocks (continuations joined)."""
+    lines = [line.strip() for block in code_blocks(text) for line in block.replace("\\\n", " ").splitlines()]
+    return [line for line in lines if re.match(r"^(monailabel|python -m monailabel\.main) start_server\b", line)]
+
+
+@pytest.mark.parametrize("page", [*(b / "docs" / "README.md" for b in BUNDLES), REPO / "docs" / "monailabel.md"],
+                         ids=[*BUNDLE_IDS, "monailabel.md"])  # fmt: skip
+def test_monailabel_commands_serve_loopback_without_sam2(page):
+    """As docs/monailabel.md: bind the loopback address (MONAI Label's default is 0.0.0.0) and switch SAM2 off (else
+    the server downloads its weights at start)."""
+    commands = monailabel_server_commands(page.read_text())
+    assert commands, f"{page.relative_to(REPO)} has no MONAI Label start_server command"
+    for command in commands:
+        assert re.search(r"--host 127\.0\.0\.1(\s|$)", command) and "--conf sam2 false" in command, command
+        if page.name == "README.md":
+            assert f"--conf models {page.parents[1].name}" in command, command
+
+
 def test_readme_points_to_benchmarks_and_deviations(bundle):
     text = (bundle / "docs" / "README.md").read_text()
     performance = text.split("## Performance", 1)[1].split("\n## ", 1)[0]

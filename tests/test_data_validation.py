@@ -60,14 +60,14 @@ def test_good_case_has_no_problem(tmp_path):
     assert validate_case(_pair(tmp_path, "good"), num_classes=3) == []
 
 
-def test_real_ct_and_masks_pass(shared_dir):
-    data = shared_dir / "data" / "abdomen_ct_3mm"
+def test_real_ct_and_masks_pass(test_data):
+    data = test_data / "abdomen_ct_3mm"
     item = {"image": str(data / "ct.nii.gz"), "label": str(data / "liver.nii.gz"), "case_id": "abdomen"}
     assert validate_case(item, num_classes=2) == []
 
 
-def test_truncated_real_nifti(tmp_path, shared_dir):
-    raw = (shared_dir / "data" / "abdomen_ct_3mm" / "ct.nii.gz").read_bytes()
+def test_truncated_real_nifti(tmp_path, test_data):
+    raw = (test_data / "abdomen_ct_3mm" / "ct.nii.gz").read_bytes()
     truncated = tmp_path / "truncated.nii.gz"
     truncated.write_bytes(raw[: len(raw) // 2])
     _only_problem(validate_image(truncated), str(truncated), "unreadable", "truncated")

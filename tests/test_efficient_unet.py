@@ -201,6 +201,20 @@ def test_flexible_unet_backbone():
         FlexibleUNet(in_channels=1, out_channels=4, backbone="efficientnet-b0-3d", spatial_dims=3, pretrained=True)
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_flexible_unet_with_registered_backbone_scripts(spatial_dims):
+    from monai.networks.nets import FlexibleUNet
+
+    torch.manual_seed(0)
+    net = FlexibleUNet(in_channels=1, out_channels=3, backbone="efficientnet-b0-3d", spatial_dims=spatial_dims).eval()
+    scripted = torch.jit.script(net)
+    x = torch.randn(1, 1, *([32] * spatial_dims))
+    with torch.no_grad():
+        out = scripted(x)
+        assert out.shape == (1, 3, *([32] * spatial_dims))
+        torch.testing.assert_close(out, net(x))
+
+
 def test_profile_prints_table1_format_with_used_and_thesis_params():
     p = profile_model("efficientunet-b0", build_net("efficientunet-b0"), (1, 1, 128, 128, 128), flops_downscale=2)
     assert p.params["network"] == 17_715_004 and p.head_params == 1_693_160 and p.thesis_params == 19_408_164

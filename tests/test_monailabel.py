@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -303,6 +305,78 @@ def test_monaibundle_train_task(bundle, synthetic, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # the real server
 # ---------------------------------------------------------------------------------------------------------------
+def install_recipes() -> dict[str, list[str]]:
+    """The install recipes of docs/monailabel.md ("## Install"): the bold line before each bash block -> its
+    command lines."""
+    text = (REPO / "docs" / "monailabel.md").read_text().split("## Install", 1)[1].split("\n## ", 1)[0]
+    found = re.findall(r"^\*\*(.+?)\*\*.*?^```bash\n(.*?)^```", text, flags=re.S | re.M)
+    return {title: [line.strip() for line in body.replace("\\\n", " ").splitlines() if line.strip()]
+            for title, body in found}  # fmt: skip
+
+
+def constraint_pins() -> dict[str, str]:
+    lines = (REPO / "constraints-monailabel.txt").read_text().splitlines()
+    return dict(re.match(r"^([\w-]+)==(\S+)$", line).groups() for line in lines if "==" in line)
+
+
+def _torch_install(recipe: list[str]) -> list[str]:
+    """The recipe's ``pip install`` of torch and torchvision, as arguments."""
+    commands = [shlex.split(line) for line in recipe if line.startswith("pip install")]
+    matches = [args for args in commands if "torch" in args]
+    assert len(matches) == 1, recipe
+    return matches[0]
+
+
+def _pair_check(recipe: list[str]) -> str:
+    """The recipe's check that torchvision's compiled ops load beside its torch."""
+    checks = [line for line in recipe if line.startswith("python -c") and "torchvision.ops.nms" in line]
+    assert len(checks) == 1, recipe
+    return shlex.split(checks[0])[2]
+
+
+def test_install_recipes_take_torch_and_torchvision_from_one_source():
+    recipes = install_recipes()
+    assert len(recipes) == 2, list(recipes)
+    pins = constraint_pins()
+    assert {"torch", "torchvision", "monai", "monailabel"} <= set(pins)
+    for title, recipe in recipes.items():
+        assert recipe[0].startswith("python3.11 -m venv "), title  # a fresh environment
+        args = _torch_install(recipe)
+        # both in one command, both pinned by the constraints file, from one index and nothing else
+        assert "torchvision" in args and args[args.index("-c") + 1] == "constraints-monailabel.txt", title
+        assert not {"--extra-index-url", "--find-links", "-f"} & set(args), title
+        if "--index-url" in args:  # pip configuration (find-links, extra-index-url) must not add another source
+            assert "--isolated" in args, title
+        # checked before MONAI Label is installed on top; the package install keeps the pins
+        check = next(i for i, line in enumerate(recipe) if line.startswith("python -c") and _pair_check(recipe) in line)
+        assert check == next(i for i, line in enumerate(recipe) if shlex.split(line) == args) + 1, title
+        assert recipe[-1].endswith('pip install --no-build-isolation -c constraints-monailabel.txt -e ".[label]"')
+
+
+def test_pypi_recipe_resolves_one_torch_build(tmp_path):
+    """The PyPI recipe's torch line as pip resolves it for a fresh environment here, with this machine's pip
+    configuration (a ``find-links`` with a ``+cpu`` torch, a global ``constraint`` cap): both wheels of one build, at
+    the pins. ``--dry-run`` reads the wheels' metadata only."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    recipe = next(r for title, r in install_recipes().items() if "PyPI" in title)
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet",
+           "--report", str(report), *_torch_install(recipe)[2:]]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and re.search(r"NewConnectionError|Temporary failure in name resolution", proc.stderr):
+        pytest.skip(f"no package index reachable: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resolved = {item["metadata"]["name"]: item["metadata"] for item in read_json(report)["install"]}
+    torch_v, vision_v = Version(resolved["torch"]["version"]), Version(resolved["torchvision"]["version"])
+    pins = constraint_pins()
+    assert (torch_v.public, vision_v.public) == (pins["torch"], pins["torchvision"])
+    assert torch_v.local == vision_v.local, f"torch {torch_v} next to torchvision {vision_v}: two builds"
+    needs = [Requirement(r) for r in resolved["torchvision"].get("requires_dist", []) if r.startswith("torch")]
+    assert all(torch_v in r.specifier for r in needs if r.name == "torch"), needs
+
+
 def _server_python_has_monailabel() -> tuple[bool, str]:
     proc = subprocess.run([SERVER_PYTHON, "-c", "import monailabel; print(monailabel.__version__)"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -316,8 +390,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _kits_label(shared: Path, dest: Path) -> None:
-    data = shared / "data" / "abdomen_ct_3mm"
+def _kits_label(test_data: Path, dest: Path) -> None:
+    data = test_data / "abdomen_ct_3mm"
     ref = nib.load(data / "kidney_left.nii.gz")
     kidneys = (np.asarray(ref.dataobj) > 0) | (np.asarray(nib.load(data / "kidney_right.nii.gz").dataobj) > 0)
     nib.save(nib.Nifti1Image(kidneys.astype(np.uint8), ref.affine), dest)
@@ -380,18 +454,26 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def test_monailabel_server(shared_dir, tmp_path):
+def test_monailabel_server(test_data, tmp_path):
     ok, detail = _server_python_has_monailabel()
     if not ok:
         pytest.skip(f"monailabel cannot be imported by {SERVER_PYTHON} ({detail}); install it as in "
                     "docs/monailabel.md or set EFFSEG_MONAILABEL_PYTHON to an interpreter that has it")  # fmt: skip
+    # the server environment is the recipe's: its pinned torch/torchvision pair, which passes the recipe's own check
+    for recipe in install_recipes().values():
+        proc = subprocess.run([SERVER_PYTHON, "-c", _pair_check(recipe)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([SERVER_PYTHON, "-c", "import torch, torchvision; print(torch.__version__, "
+                           "torchvision.__version__)"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    versions = [v.split("+")[0] for v in proc.stdout.split()]
+    assert versions == [constraint_pins()["torch"], constraint_pins()["torchvision"]], proc.stdout + proc.stderr
 
-    ct = shared_dir / "data" / "abdomen_ct_3mm" / "ct.nii.gz"
+    ct = test_data / "abdomen_ct_3mm" / "ct.nii.gz"
     studies = tmp_path / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
     for name in ("ct_a", "ct_b"):  # two labelled studies: /train splits them 1 + 1
         shutil.copy(ct, studies / f"{name}.nii.gz")
-        _kits_label(shared_dir, studies / "labels" / "final" / f"{name}.nii.gz")
+        _kits_label(test_data, studies / "labels" / "final" / f"{name}.nii.gz")
     datalist = [{"image": str(studies / "ct_a.nii.gz"), "label": str(studies / "labels" / "final" / "ct_a.nii.gz"),
                  "case_id": "ct_a"}]  # fmt: skip
 

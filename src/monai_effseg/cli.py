@@ -22,9 +22,14 @@ def find_bundle(name_or_path: str) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from monai_effseg.workflows import run_bundle
+    from monai_effseg.demo_info import checkpoint_epoch, demo_banner, synthetic_cache_dir
 
     root = find_bundle(args.bundle)
+    # printed before the slow torch / MONAI imports, so the wait and the output paths are known up front
+    print(demo_banner(root, synthetic_cache_dir(), resume_epoch=checkpoint_epoch(root / "models" / "demo")),
+          flush=True)
+    from monai_effseg.workflows import run_bundle
+
     run_bundle(root, ["train.json", "demo.json"], "train")
     return 0
 
@@ -55,8 +60,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"profiled {name}", file=sys.stderr)
     print(format_profiles(profiles))
     print(
-        "\nFLOPs = 2 x conv/linear MACs (fvcore). dec = decoder conv stages (transposed convs and heads only in the "
-        "network total). params / enc params count the ImageNet head the thesis counted but never ran; "
+        "\nFLOPs = 2 x conv/linear MACs (torch.utils.flop_counter). dec = decoder conv stages (transposed convs and "
+        "heads only in the network total). params / enc params count the ImageNet head the thesis counted but never ran; "
         "'used params' is what the module has."
     )
     if args.time:
@@ -71,8 +76,28 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
     datalist = build_datalist(args.dataset_dir, args.layout)
     out = Path(args.out or Path(args.dataset_dir) / "fingerprint.json")
+    problem = _unwritable(out)
+    if problem:  # checked before reading every case, not after
+        print(f"effseg fingerprint: cannot write {out}: {problem}. Pass --out with a writable path, e.g. "
+              f"--out {Path.home() / 'fingerprint.json'}", file=sys.stderr)
+        return 2
     print(json.dumps(load_or_compute_fingerprint(datalist, out, num_classes=args.num_classes), indent=2))
     return 0
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written (its folder is missing or read-only), or ``None``."""
+    import tempfile
+
+    folder = path.parent
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"{folder} is not writable ({err.strerror or err})"
+    return None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -98,14 +123,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from monai_effseg.metrics.report import add_evaluate_arguments
+DESCRIPTION = "effseg: demo, profile, fingerprint, evaluate and export the monai-effseg bundles and networks."
 
-    parser = argparse.ArgumentParser(prog="effseg", description=__doc__)
+
+def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
+    """The ``effseg`` parser. ``evaluate_arguments=False`` leaves out ``effseg evaluate``'s own arguments, whose
+    definition imports torch and MONAI: :func:`main` builds that only when the command is ``evaluate``, so that
+    ``effseg --help`` and every other command's parsing stay fast."""
+    from monai_effseg.demo_info import demo_table, outputs_help, synthetic_cache_dir
+
+    parser = argparse.ArgumentParser(prog="effseg", description=DESCRIPTION,
+                                     epilog="'effseg COMMAND --help' describes a command.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="train a bundle on the embedded synthetic dataset and evaluate it")
-    demo.add_argument("bundle", help="bundle name (e.g. kits_nnunet_baseline) or path")
+    demo = sub.add_parser(
+        "demo",
+        help="train a bundle on the embedded synthetic dataset and evaluate it on a hold-out set (CPU, minutes)",
+        description="Train BUNDLE's CPU demo (configs/train.json + configs/demo.json) on synthetic phantoms, then "
+                    "evaluate it on 6 unseen phantoms: prints the hold-out metrics and writes overlay PNGs. A "
+                    "checkpoint left in the bundle's models/demo/ is resumed (a finished one trains no epoch); "
+                    "delete that folder to train again.",
+        epilog=f"{demo_table()}\n\n{outputs_help()}\n"
+               f"and generates the synthetic data once into {synthetic_cache_dir()} ($EFFSEG_CACHE)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("bundle", help="bundle name (one of those below) or path")
     demo.set_defaults(func=cmd_demo)
 
     prof = sub.add_parser("profile", help="params and FLOPs (2 x MAC) per network, encoder and decoder")
@@ -130,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp.set_defaults(func=cmd_fingerprint)
 
     ev = sub.add_parser("evaluate", help="challenge metrics of a prediction folder against a reference folder")
-    add_evaluate_arguments(ev)
+    if evaluate_arguments:
+        from monai_effseg.metrics.report import add_evaluate_arguments
+
+        add_evaluate_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="TorchScript export of a bundle's network (monai.bundle ckpt_export)")
@@ -144,7 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from monai_effseg.errors import report_root_cause_last
+
+    report_root_cause_last()  # an uncaught error ends on its real cause, not on MONAI's config-expression wrapper
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(evaluate_arguments=command == "evaluate").parse_args(argv)
     return args.func(args)
 
 

@@ -233,6 +233,15 @@ def compute_fingerprint(
     empty = [r["case_id"] for r in results if r["bbox_mm"] is None]
     if empty:
         logger.warning("cases without foreground (no intensity samples): %s", empty)
+    if num_classes is None:
+        unusual = {r["case_id"]: sorted(set(r["labels"]) - set(USUAL_LABELS)) for r in results}
+        unusual = {case: labels for case, labels in unusual.items() if labels}
+        if unusual:
+            logger.warning(
+                "label values outside the usual %s (KiTS 0-3, LiTS 0-2) in %d case(s): %s. They are recorded as "
+                "classes; pass num_classes (effseg fingerprint --num-classes N) to reject them, or fix the label maps",
+                list(USUAL_LABELS), len(unusual), unusual,
+            )
     return {
         "version": FINGERPRINT_VERSION,
         "axes": AXES,
@@ -249,6 +258,10 @@ def compute_fingerprint(
             for r in results
         },
     }
+
+
+USUAL_LABELS = (0, 1, 2, 3)
+"""Label values of the zoo's datasets (KiTS21: background, kidney, tumour, cyst; KiTS19 and LiTS use 0-2)."""
 
 
 def load_fingerprint(path: Optional[PathLike], default: Union[str, Mapping[str, Any], None] = None) -> dict[str, Any]:

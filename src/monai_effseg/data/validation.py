@@ -16,6 +16,12 @@ Rules (``check_*`` functions return a list of problem strings; an empty list mea
   - ``min < 0``: air (-1000) and fat (-100) are negative in HU; no negative voxel means raw scanner values without
     the rescale intercept, or another modality.
   - ``max - min >= HU_MIN_RANGE`` (100): a z-scored or otherwise rescaled volume spans a few units only.
+  - not constant (a blank volume is named as such).
+  - inference inputs only (:func:`validate_image`): at least ``AIR_MIN_FRACTION`` (0.1%) of the voxels below
+    ``AIR_HU`` (-500): a CT has air around the body; an MR or a crop without air has none.
+
+* DICOM (inference inputs): a series folder has evenly spaced slices (a missing slice is refused, ITK would read it
+  with a wrong uniform spacing); a single ``.dcm`` file is refused with the advice to pass its series folder.
 
 * label maps: integer values in ``[0, num_classes - 1]``.
 * image/label pairs: the same spatial shape, and affines equal within ``AFFINE_ATOL`` (1e-3 mm, far above the float32
@@ -42,12 +48,17 @@ __all__ = [
     "HU_MIN_RANGE",
     "DataValidationError",
     "EmptyFileError",
+    "check_ct_air",
     "check_ct_intensities",
+    "check_against_fingerprint",
+    "check_dicom_series",
     "check_geometry",
     "check_label_values",
     "check_volume_shape",
+    "is_dicom_file",
     "label_values_present",
     "load_checked_case",
+    "inspect_image",
     "read_volume",
     "validate_case",
     "validate_datalist",
@@ -62,6 +73,12 @@ HU_FLOOR = -3072.0
 HU_CEIL = 32767.0
 HU_MIN_RANGE = 100.0
 AFFINE_ATOL = 1e-3
+AIR_HU = -500.0  # between air (-1000) and fat (-100)
+AIR_MIN_FRACTION = 0.001
+DICOM_STEP_RTOL = 0.1
+FOV_MIN_FRACTION = 0.3
+FOV_MIN_MM = 100.0
+SPACING_MAX_RATIO = 3.0
 
 
 class DataValidationError(ValueError):
@@ -151,6 +168,8 @@ def check_ct_intensities(image: Union[np.ndarray, torch.Tensor], path: PathLike)
         return problems
     lo, hi = float(values.min()), float(values.max())
     seen = f"intensity range [{lo:g}, {hi:g}]"
+    if lo == hi:
+        return [f"{path}: every voxel is {lo:g}: a blank (constant) volume, not a CT scan"]
     if lo < HU_FLOOR:
         problems.append(f"{path}: {seen} goes below {HU_FLOOR:g}, the lowest CT padding value; not Hounsfield units")
     if hi > HU_CEIL:
@@ -218,15 +237,157 @@ def check_geometry(
     return []
 
 
-def validate_image(path: PathLike) -> list[str]:
-    """Problems of one CT image on its own: readable, 3D, finite, HU range. Used for inference inputs."""
+def check_ct_air(image: Union[np.ndarray, torch.Tensor], path: PathLike) -> list[str]:
+    """A CT of the abdomen has air (-1000 HU) around the body, or scanner padding below it, in at least
+    ``AIR_MIN_FRACTION`` of its voxels; an MR (e.g. values -47..833) or a crop with no air passes the plain range
+    checks but has none. The count of voxels below ``AIR_HU`` is robust to a few outliers, unlike the minimum."""
+    values = _as_numpy(image)
+    fraction = float(np.count_nonzero(values < AIR_HU)) / max(values.size, 1)
+    if fraction >= AIR_MIN_FRACTION:
+        return []
+    return [
+        f"{path}: only {fraction:.2%} of the voxels are below {AIR_HU:g} HU (intensity range "
+        f"[{float(values.min()):g}, {float(values.max()):g}]); a CT has air at -1000 HU around the body: this looks "
+        "like another modality (MR?) or a crop without air, which these CT models cannot segment; pass the whole "
+        "CT volume in Hounsfield units"
+    ]
+
+
+def is_dicom_file(path: Path) -> bool:
+    """``True`` for a DICOM Part 10 file (the ``DICM`` magic at byte 128), whatever its extension."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(128)
+            return stream.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_series_files(folder: PathLike) -> list[str]:
+    """The files of the first DICOM series in ``folder``, in slice order, chosen exactly as MONAI's ``ITKReader``
+    chooses them (GDCM series details, restricted by series date)."""
+    import itk
+
+    names = itk.GDCMSeriesFileNames.New()
+    names.SetUseSeriesDetails(True)
+    names.AddSeriesRestriction("0008|0021")
+    names.SetDirectory(str(folder))
+    uids = names.GetSeriesUIDs()
+    return list(names.GetFileNames(uids[0])) if uids else []
+
+
+def check_dicom_series(folder: PathLike) -> list[str]:
+    """A DICOM series must have evenly spaced slices: ITK reads a series with a missing slice with one uniform
+    spacing (and only prints a raw warning), which shifts every slice after the gap."""
+    import itk
+
+    files = dicom_series_files(folder)
+    if len(files) < 2:
+        return []
+    positions, normal = [], None
+    for name in files:
+        io = itk.GDCMImageIO.New()
+        io.SetFileName(name)
+        io.ReadImageInformation()
+        positions.append([io.GetOrigin(i) for i in range(3)])
+        if normal is None:
+            normal = np.asarray(io.GetDirection(2), dtype=np.float64)
+    along = np.sort(np.asarray(positions, dtype=np.float64) @ normal)
+    steps = np.diff(along)
+    step = float(np.median(steps))
+    if step <= 0:
+        return [f"{folder}: DICOM series has several slices at the same position; export one series per folder"]
+    uneven = np.flatnonzero(np.abs(steps - step) > DICOM_STEP_RTOL * step)
+    if uneven.size == 0:
+        return []
+    k = int(uneven[np.argmax(steps[uneven])])
+    return [
+        f"{folder}: DICOM series slices are unevenly spaced: {uneven.size} gap(s), the largest "
+        f"{float(steps[k]):.3g} mm after slice {k + 1} of {len(files)}, where the spacing is {step:.3g} mm elsewhere; "
+        "slices are missing, and reading it would give every slice after the gap a wrong position: export the "
+        "complete series"
+    ]
+
+
+def _ras_geometry(image: MetaTensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(spacing, shape)`` of a volume along the world axes x, y, z (RAS), the fingerprint's axis order."""
+    affine = _as_numpy(image.affine).astype(np.float64)[:3, :3]
+    zooms = np.sqrt((affine**2).sum(axis=0))
+    shape = np.asarray(_spatial_shape(image.shape)[:3], dtype=np.float64)
+    order = np.argmax(np.abs(affine), axis=0)  # the world axis each array axis runs along
+    if sorted(order.tolist()) != [0, 1, 2]:  # strongly oblique: keep the array order
+        return zooms, shape
+    spacing, extent = np.empty(3), np.empty(3)
+    spacing[order], extent[order] = zooms, shape
+    return spacing, extent
+
+
+def check_against_fingerprint(image: MetaTensor, path: PathLike, fingerprint: Optional[Mapping[str, Any]]) -> list[str]:
+    """Warnings (not refusals) for a volume whose spacing or field of view is far from the training data: the
+    in-plane field of view below ``FOV_MIN_FRACTION`` of the training one (or below ``FOV_MIN_MM`` when the
+    fingerprint does not give it), or a spacing more than ``SPACING_MAX_RATIO`` times finer or coarser in-plane (4x
+    coarser through-plane; thin slices are common and harmless)."""
+    target = (fingerprint or {}).get("spacing")
+    if not target:
+        return []
+    target = np.asarray(target, dtype=np.float64)
+    spacing, shape = _ras_geometry(image)
+    fov = spacing * shape
+    median_shape = fingerprint.get("median_shape")
+    train_fov = np.asarray(median_shape, dtype=np.float64) * target if median_shape else None
+    reasons = []
+    for axis, name in ((0, "x"), (1, "y")):
+        floor = FOV_MIN_FRACTION * train_fov[axis] if train_fov is not None else FOV_MIN_MM
+        if fov[axis] < floor:
+            reasons.append(f"the field of view along {name} is {fov[axis]:.3g} mm, under {floor:.3g} mm")
+        ratio = spacing[axis] / target[axis]
+        if not 1 / SPACING_MAX_RATIO <= ratio <= SPACING_MAX_RATIO:
+            reasons.append(f"the spacing along {name} is {ratio:.2g} times the training spacing")
+    if spacing[2] / target[2] > 4:
+        reasons.append(f"the slices are {spacing[2] / target[2]:.2g} times thicker than in training")
+    if not reasons:
+        return []
+    trained = f"training spacing {_mm(target)} mm" + (f", field of view {_mm(train_fov, 0)} mm" if train_fov is not None else "")
+    return [
+        f"{path}: spacing {_mm(spacing)} mm, field of view {_mm(fov, 0)} mm (x, y, z) is far from the training data "
+        f"({trained}): {'; '.join(reasons)}; the segmentation is unreliable: check that this is a whole abdominal CT"
+    ]
+
+
+def _mm(values: np.ndarray, digits: int = 3) -> str:
+    return "(" + ", ".join(f"{v:.{digits}g}" if digits else f"{v:.0f}" for v in values) + ")"
+
+
+def inspect_image(path: PathLike, fingerprint: Optional[Mapping[str, Any]] = None) -> tuple[list[str], list[str]]:
+    """``(problems, warnings)`` of one inference input: problems (see :func:`validate_image`) make it unusable;
+    warnings (spacing or field of view far from ``fingerprint``'s, see :func:`check_against_fingerprint`) do not."""
     problems: list[str] = []
+    path_obj = Path(path)
+    if path_obj.is_file() and is_dicom_file(path_obj):
+        return [
+            f"{path}: a single DICOM file is one slice; pass the folder that holds the whole series "
+            f"(--input_dir {path_obj.parent})"
+        ], []
     image = _try_read(path, np.float32, problems)
     if image is not None:
         problems += check_volume_shape(image.shape, path)
         if not problems:
             problems += check_ct_intensities(image, path)
-    return problems
+        if not problems:
+            problems += check_ct_air(image, path)
+        if not problems and path_obj.is_dir():
+            problems += check_dicom_series(path_obj)
+        if not problems:
+            return [], check_against_fingerprint(image, path, fingerprint)
+    return problems, []
+
+
+def validate_image(path: PathLike) -> list[str]:
+    """Problems of one CT image on its own: readable, 3D, finite, HU range, air present (no MR), and for a DICOM
+    series evenly spaced slices (a single ``.dcm`` file is refused). Used for inference inputs."""
+    return inspect_image(path)[0]
 
 
 def load_checked_case(

@@ -124,9 +124,9 @@ def compound_scaled(arch: EfficientNetArch, width: float = 1.0, depth: float = 1
 
 
 def dli14_port(arch: EfficientNetArch) -> EfficientNetArch:
-    """The d-li14 "EfficientNetV2.pytorch" port that seed 000's Table 1 counts (reference/architectures.md section 4):
-    a 24-channel stem for every size, Fused-MBConv with expand 1 (kxk + 1x1) in place of the single-conv ``cn``,
-    squeeze width ``make_divisible(in // 4, 8)`` and a 1792-wide head."""
+    """The d-li14 "EfficientNetV2.pytorch" port that seed 000's Table 1 counts (tests/data/reference/architectures.md
+    section 4): a 24-channel stem for every size, Fused-MBConv with expand 1 (kxk + 1x1) in place of the single-conv
+    ``cn``, squeeze width ``make_divisible(in // 4, 8)`` and a 1792-wide head."""
     stages = tuple(("fused_mbconv" if row[0] == "cn" else row[0], *row[1:]) for row in arch.stages)
     return replace(arch, stem=24, stages=stages, head=1792, se_divisor=8)
 

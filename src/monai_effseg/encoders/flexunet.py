@@ -58,7 +58,7 @@ class EfficientNetFlexEncoder(EfficientNetEncoder, BaseEncoder):
         self.strides = self.strides[1:]
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return super().forward(x)[1:]
+        return self.stage_features(x)[1:]  # not super().forward(x): TorchScript cannot compile super()
 
     @classmethod
     def get_encoder_names(cls) -> list[str]:

@@ -56,6 +56,11 @@ class TableEncoder(nn.Module):
         return strides
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.stage_features(x)
+
+    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of the ``feature_stages``. Subclasses call this instead of ``super().forward``, which
+        TorchScript cannot compile."""
         features = []
         for i, stage in enumerate(self.stages):
             x = stage(x)

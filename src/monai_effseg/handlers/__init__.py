@@ -1,11 +1,30 @@
 """Ignite handlers used by the bundles."""
 
+from monai_effseg.handlers.checkpoint import CheckedCheckpointLoader, CheckpointMismatchError
+from monai_effseg.handlers.optimize import OptimizeForInference
+from monai_effseg.handlers.epoch_log import EpochLossLogger
 from monai_effseg.handlers.ref import handler_ref
+from monai_effseg.handlers.setup import RunSetup
+from monai_effseg.handlers.summary import InferenceSummary, SkippedInputsError
 from monai_effseg.handlers.resume import (
+    BestModelSaver,
     ResumeFromLatest,
     TrainingCheckpointSaver,
     interval_checkpoints,
     latest_checkpoint,
 )
 
-__all__ = ["ResumeFromLatest", "TrainingCheckpointSaver", "handler_ref", "interval_checkpoints", "latest_checkpoint"]
+__all__ = [
+    "CheckedCheckpointLoader",
+    "CheckpointMismatchError",
+    "InferenceSummary",
+    "SkippedInputsError",
+    "EpochLossLogger",
+    "OptimizeForInference",
+    "ResumeFromLatest",
+    "RunSetup",
+    "TrainingCheckpointSaver",
+    "handler_ref",
+    "interval_checkpoints",
+    "latest_checkpoint",
+]

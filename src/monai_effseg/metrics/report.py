@@ -128,10 +128,35 @@ def _check_geometry(pairs: Sequence[tuple[str, Path, Path]]) -> None:
             len(problems), "\n  ".join(problems)))
 
 
+PROTOCOL_LABELS = {"kits19": (0, 1, 2), "kits21": (0, 1, 2, 3), "lits": (0, 1, 2)}
+"""The label values a prediction may hold under each protocol."""
+
+
+def check_prediction_labels(pred: np.ndarray, pred_path: str | Path, protocol: str) -> np.ndarray:
+    """``pred`` as integer labels, or a ``ValueError`` naming ``pred_path`` when it holds non-integer values (a
+    probability map, logits) or labels the protocol does not know (e.g. 7)."""
+    if not np.issubdtype(pred.dtype, np.integer):
+        if not np.all(np.isfinite(pred)) or not np.array_equal(pred, np.round(pred)):
+            raise ValueError(
+                f"{pred_path} holds non-integer values ({pred.dtype}, {np.nanmin(pred):.3g} to "
+                f"{np.nanmax(pred):.3g}): a probability map or logits, not a label map. Save the argmax over classes "
+                "(integer labels) and evaluate that."
+            )
+        pred = pred.astype(np.int64)
+    allowed = PROTOCOL_LABELS[protocol]
+    unknown = sorted(set(np.unique(pred).tolist()) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{pred_path} holds label(s) {unknown} outside {protocol}'s {list(allowed)}: is it a prediction for "
+            f"this protocol (--protocol), with the labels in the challenge's numbering?"
+        )
+    return pred
+
+
 def _case_metrics(protocol: str, pred_path: Path, gt_path: Path) -> dict[str, float]:
     gt_img = nib.load(str(gt_path))
     gt = np.asanyarray(gt_img.dataobj)
-    pred = np.asanyarray(nib.load(str(pred_path)).dataobj)
+    pred = check_prediction_labels(np.asanyarray(nib.load(str(pred_path)).dataobj), pred_path, protocol)
     spacing = [float(z) for z in gt_img.header.get_zooms()[: gt.ndim]]
     if protocol == "lits":
         return lits_case_metrics(pred, gt, spacing)
@@ -199,8 +224,8 @@ def _box_plots(rows: list[dict[str, float]], protocol: str, out_dir: Path) -> li
         for ax, metrics in zip(axes[0], panels):
             data = [np.array([r[f"{region}_{m}"] for r in rows], dtype=float) for m in metrics]
             ax.boxplot([d[~np.isnan(d)] for d in data], showmeans=True)
-            ax.set_xticks(range(1, len(metrics) + 1), [f"{m} (n={int((~np.isnan(d)).sum())})" for m, d in
-                                                       zip(metrics, data)])
+            ax.set_xticks(range(1, len(metrics) + 1), [f"{display_name('_' + m)[1:]} (n={int((~np.isnan(d)).sum())})"
+                                                       for m, d in zip(metrics, data)])
             ax.set_ylabel("mm" if metrics[0] == "assd" else "score")
             ax.grid(axis="y", alpha=0.3)
         fig.suptitle(f"{protocol}: {region} ({len(rows)} cases)")
@@ -256,6 +281,23 @@ def _check_protocol(protocol: str) -> None:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
 
 
+def _refuse_dataset_as_predictions(pred_dir: Path, gt_dir: Path) -> None:
+    """A prediction folder laid out like a dataset (images and labels) is the reference passed first."""
+    from monai_effseg.data.layouts import DatasetLayoutError, build_datalist, detect_layout
+
+    try:
+        layout = detect_layout(pred_dir)
+        items = build_datalist(pred_dir, layout)
+    except (DatasetLayoutError, ValueError, OSError):
+        return
+    if any("label" in item for item in items):
+        raise ValueError(
+            f"{pred_dir} is laid out like a dataset ({layout}: images with reference labels), not a folder of "
+            f"predictions: were the two folders swapped? The order is PRED_DIR GT_DIR (predictions first), e.g. "
+            f"effseg evaluate {gt_dir} {pred_dir}"
+        )
+
+
 def evaluate_folders(
     pred_dir: str | Path,
     gt_dir: str | Path,
@@ -282,6 +324,7 @@ def evaluate_folders(
         ValueError: unknown protocol, unmatched case lists, or differing shape/affine, listing the cases.
     """
     _check_protocol(protocol)
+    _refuse_dataset_as_predictions(Path(pred_dir), Path(gt_dir))
     pairs = _pair_cases(Path(pred_dir), Path(gt_dir), require_all_gt)
     summary, _ = _evaluate_pairs(pairs, protocol, out_dir, {"pred_dir": str(pred_dir), "gt_dir": str(gt_dir)})
     return summary
@@ -312,12 +355,12 @@ def evaluate_datalist(
              for item in datalist]
     summary, rows = _evaluate_pairs(pairs, protocol, out_dir, {"pred_dir": str(pred_dir), "datalist_cases": len(pairs)})
     if overlays and out_dir is not None and all("image" in item for item in datalist):
-        from monai_effseg.visualize import save_best_and_worst
+        from monai_effseg.visualize import LABEL_NAMES, save_best_and_worst
 
         key = HEADLINE_SCORE[protocol]
         cases = [{"case_id": name, "image": item["image"], "label": str(gt), "pred": str(pred), key: row[key]}
                  for (name, pred, gt), item, row in zip(pairs, datalist, rows)]
-        written = save_best_and_worst(cases, key, out_dir)
+        written = save_best_and_worst(cases, key, out_dir, label_names=LABEL_NAMES.get(protocol))
         summary.setdefault("files", {})["overlays"] = [str(p) for p in written]
         (Path(out_dir) / "metrics_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -334,12 +377,18 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     return parser
 
 
+def display_name(key: str) -> str:
+    """A metric key as people read it: the ``_sd`` suffix (a surface Dice, not a standard deviation) spelled out.
+    The keys themselves (JSON, CSV columns, ``engine.state.metrics``) keep ``_sd``."""
+    return f"{key[:-3]} surface Dice" if key.endswith("_sd") else key
+
+
 def format_summary(summary: dict[str, Any], out_dir: str | Path | None = None) -> str:
     """The main means of a summary, one metric a line (what ``effseg evaluate`` and the demos print)."""
     lines = [f"{summary['n_cases']} cases, protocol {summary['protocol']}" + (f"; results in {out_dir}" if out_dir else "")]
     for key, stats in summary["metrics"].items():
         if stats["mean"] is not None:
-            lines.append(f"  {key:32s} mean {stats['mean']:.4f}  median {stats['median']:.4f}  (n={stats['n']}, "
+            lines.append(f"  {display_name(key):32s} mean {stats['mean']:.4f}  median {stats['median']:.4f}  (n={stats['n']}, "
                          f"NaN={stats['n_nan']})")
     for key in ("dice_global", "lesion_detection", "tumor_size_groups"):
         if key in summary:
@@ -349,9 +398,19 @@ def format_summary(summary: dict[str, Any], out_dir: str | Path | None = None) -
     return "\n".join(lines)
 
 
+def _is_within(path: Path, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run :func:`evaluate_folders` from parsed ``effseg evaluate`` arguments and print the main means."""
     out = args.out if args.out is not None else Path(args.pred_dir) / "evaluation"
+    if args.out is None and _is_within(out, args.gt_dir):
+        raise SystemExit(
+            f"effseg evaluate: the default output folder {out} is inside the reference folder {args.gt_dir}, which "
+            "is never written to by default. Pass --out with a folder outside it."
+        )
     summary = evaluate_folders(args.pred_dir, args.gt_dir, args.protocol, out, require_all_gt=not args.only_predicted)
     print(format_summary(summary, out))
     return 0

@@ -39,6 +39,8 @@ class UNetCascade(nn.Module):
         stage: which network ``forward`` runs.
     """
 
+    inference_stages = ("stage1", "stage2")  # called on their own by the cascade inferer (optimize_for_inference)
+
     def __init__(self, stage1: nn.Module, stage2: nn.Module, stage: int = 1) -> None:
         super().__init__()
         if stage not in (1, 2):
@@ -110,7 +112,9 @@ def train_cascade_stage(
     a demo's ``run`` list; ``overrides`` are bundle ids (``dataset_dir``, ``ckpt_dir``...)."""
     from monai_effseg.workflows import run_bundle
 
-    run_bundle(bundle_root, list(configs), "train", stage=stage, run=["$@train#trainer.run()"], **overrides)
+    # ``overrides`` were resolved by the calling config's parser: pass them as values, never re-parse them as config
+    literals = {**overrides, "stage": stage}
+    run_bundle(bundle_root, list(configs), "train", literals=literals, run=["$@train#trainer.run()"])
 
 
 @register_net("unet_cascade_kits19", profile_input=(1, 192, 192, 48))

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import functools
+import logging
 import sys
-from typing import List, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,8 @@ from monai_effseg.blocks.conv import ConvNormAct
 from monai_effseg.blocks.mbconv import ResidualBlock
 from monai_effseg.decoders.unet import UNetDecoder
 from monai_effseg.nets.polyphase import UpsampledConv
+
+logger = logging.getLogger(__name__)
 
 
 def keep_freed_memory() -> bool:
@@ -118,8 +122,58 @@ def _post_op(act: nn.Module) -> Optional[tuple]:
     return None
 
 
+# The private oneDNN ops OneDNNConv calls, by role. They are not public API: a torch build may lack them (built
+# without oneDNN, or a release that renamed them), so each is looked up and checked once, and OneDNNConv falls back
+# to the plain op where one is missing or broken.
+ONEDNN_OPS = {
+    "conv": "aten.mkldnn_convolution",
+    "pointwise": "mkldnn._convolution_pointwise",
+    "binary": "mkldnn._convolution_pointwise.binary",
+}
+
+_PLAIN_ACTIVATIONS = {
+    "none": lambda y: y,
+    "relu": lambda y: F.relu(y),
+    "swish": lambda y: F.silu(y),
+    "leaky_relu": lambda y, slope: F.leaky_relu(y, slope),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _checked_op(qualified_name: str, role: str) -> Optional[Callable]:
+    op: Any = torch.ops
+    try:
+        for part in qualified_name.split("."):
+            op = getattr(op, part)
+        # one tiny call against the plain op: a same-named op with another signature or result is not used
+        g = torch.Generator().manual_seed(0)  # not the global generator: looking an op up draws no user randomness
+        x, w, b = (torch.randn(shape, generator=g) for shape in ((1, 2, 3, 3, 3), (2, 2, 1, 1, 1), (2,)))
+        args = (w, b, [0, 0, 0], [1, 1, 1], [1, 1, 1], 1)
+        expected = F.conv3d(x, w, b)
+        if role == "binary":
+            got, expected = op(x, x, *args, "add", 1.0, None, [], ""), expected + x
+        elif role == "pointwise":
+            got, expected = op(x, *args, "relu", [], ""), F.relu(expected)
+        else:
+            got = op(x, *args)
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            raise RuntimeError("result differs from the plain op")
+    except Exception as error:  # missing (AttributeError), or another signature or behaviour (RuntimeError, ...)
+        logger.warning(f"torch.ops.{qualified_name} unusable on torch {torch.__version__} ({error}); "
+                       "OneDNNConv falls back to the plain conv")  # fmt: skip
+        return None
+    return op
+
+
+def onednn_op(role: str) -> Optional[Callable]:
+    """The oneDNN op for ``role`` (a key of :data:`ONEDNN_OPS`), or ``None`` where this torch build lacks it or it
+    does not compute what :class:`OneDNNConv` expects (checked once per process on a tiny input)."""
+    return _checked_op(ONEDNN_OPS[role], role)
+
+
 class OneDNNConv(nn.Module):
-    """A conv (optionally + activation, optionally + a residual added to its output) that always runs oneDNN."""
+    """A conv (optionally + activation, optionally + a residual added to its output) that always runs oneDNN, or,
+    where this torch build lacks the oneDNN op (:func:`onednn_op`), the same computation with public ops."""
 
     def __init__(self, conv: _ConvNd, post_op: Optional[tuple] = None, residual: bool = False) -> None:
         super().__init__()
@@ -135,19 +189,23 @@ class OneDNNConv(nn.Module):
             raise ValueError("a residual conv cannot also fuse an activation here")
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
         if residual is not None:
-            return torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-                "add", 1.0, None, [], "",
-            )  # fmt: skip
+            op = onednn_op("binary")
+            return op(x, residual, *args, "add", 1.0, None, [], "") if op else self.plain(x, residual)
         if self.attr == "none":
-            return torch.ops.aten.mkldnn_convolution(
-                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
-            )
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-            self.attr, self.scalars, "",
-        )  # fmt: skip
+            op = onednn_op("conv")
+            return op(x, *args) if op else self.plain(x)
+        op = onednn_op("pointwise")
+        return op(x, *args, self.attr, self.scalars, "") if op else self.plain(x)
+
+    def plain(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The same computation with public PyTorch ops (used where this torch build lacks the oneDNN ones)."""
+        conv = F.conv3d if self.weight.dim() == 5 else F.conv2d
+        y = conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            return y + residual
+        return _PLAIN_ACTIVATIONS[self.attr](y, *self.scalars)
 
 
 class FusedResidualBlock(nn.Module):
@@ -293,13 +351,17 @@ def _contiguous(output: Union[torch.Tensor, List[torch.Tensor]]):
 
 def to_channels_last(model: nn.Module, spatial_dims: int = 3, fuse: bool = True) -> nn.Module:
     """Channels-last weights and activations with oneDNN convs, in place (steps 2-5 of the module docstring). Inputs
-    are converted on the way in and outputs returned contiguous, so callers see no difference."""
+    are converted on the way in and outputs returned contiguous, so callers see no difference: by ``model`` itself,
+    or, for a model that names ``inference_stages`` (sub-networks that inferers call on their own, e.g. a cascade's
+    ``stage1`` and ``stage2``), by each of those. oneDNN convs only for a model on the CPU."""
     fmt = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
     model.to(memory_format=fmt)
-    if torch.backends.mkldnn.is_available():
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if torch.backends.mkldnn.is_available() and on_cpu:
         _swap_modules(model, fuse)
-    model.register_forward_pre_hook(lambda module, args: tuple(a.contiguous(memory_format=fmt) for a in args))
-    model.register_forward_hook(lambda module, args, output: _contiguous(output))
+    for entry in [getattr(model, name) for name in getattr(model, "inference_stages", ())] or [model]:
+        entry.register_forward_pre_hook(lambda module, args: tuple(a.contiguous(memory_format=fmt) for a in args))
+        entry.register_forward_hook(lambda module, args, output: _contiguous(output))
     return model
 
 

@@ -186,6 +186,8 @@ class LiverTumourUNet(nn.Module):
         threshold: liver probability above which a voxel is liver.
     """
 
+    inference_stages = ("liver", "tumour")  # called on their own by LiverTumourInferer (optimize_for_inference)
+
     def __init__(self, liver: nn.Module, tumour: nn.Module, combine: str = "mask", threshold: float = 0.5) -> None:
         super().__init__()
         if combine not in COMBINE_MODES:

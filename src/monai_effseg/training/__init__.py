@@ -32,7 +32,8 @@ def train_stage(bundle_root: str | Path, configs: Sequence[str], stage: str, **o
     demo's run list after stage 1: ``train_stage(@bundle_root, ['train.json', 'demo.json'], 'tumour', ...)``."""
     from monai_effseg.workflows import run_bundle
 
-    return run_bundle(bundle_root, list(configs), "train", stage=stage, run=TRAIN_ONLY, **overrides)
+    # ``overrides`` were resolved by the calling config's parser: pass them as values, never re-parse them as config
+    return run_bundle(bundle_root, list(configs), "train", literals={**overrides, "stage": stage}, run=TRAIN_ONLY)
 
 
 def lr_step_transform(lr_scheduler: LRScheduler | ReduceLROnPlateau, metric: str = "train_loss_epoch") -> Callable:

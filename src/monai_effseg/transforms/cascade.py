@@ -39,7 +39,7 @@ __all__ = [
     "stage2_box_mm",
 ]
 
-# Largest foreground extent (x, y, z) of the 10 KiTS19 labels shipped in shared/data: only a fallback for a cascade
+# Largest foreground extent (x, y, z) of the 10 KiTS19 labels in tests/data/kits19_labels: only a fallback for a cascade
 # run without a training fingerprint; training computes the box over every training case.
 KITS19_SHIPPED_FOREGROUND_BOX_MM = (274.1, 179.6, 164.0)
 

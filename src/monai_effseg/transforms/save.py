@@ -66,6 +66,13 @@ class SavePredictiond(SaveImaged):
         for key in self.key_iterator(d):
             image = d[key]
             case_id = d.get(self.case_id_key) or case_id_from_path(image.meta["filename_or_obj"])
+            target = self.output_dir / f"{case_id}{self.output_postfix}.nii.gz"
+            source = image.meta.get("filename_or_obj")
+            if source and Path(str(source)).exists() and target.exists() and target.samefile(str(source)):
+                # last line of defence (inference_datalist refuses this before the run): never replace an input
+                raise FileExistsError(
+                    f"refusing to write the prediction {target} over its input {source}; pass another output_dir"
+                )
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.saver(image, filename=str(self.output_dir / f"{case_id}{self.output_postfix}"))
         return d
