@@ -38,6 +38,20 @@ stretch every time (the time *ratios* are interleaved and suffer less).
 
     python benchmarks/bench_sauron.py [--max-epochs N] [--runs sauron unpruned nnunet_baseline] [--plot curve.png]
         [--json out.json] [--widths-from model.pt --skip-training] [--optimized]
+
+**Fair benchmark (issue 27), ``--fair``.** Seeds x arms (:data:`FAIR_ARMS`: the unpruned control, the authors'
+last-forward sampling, the epoch average), each on the demo overlay with the same epochs, iterations, validation
+cadence and LR schedule, at :data:`FAIR_DEFAULTS` (features 16-32-64-96-128, patch 48x48x32, 30 epochs x 12
+iterations, warm-up 3, fine-tune the last 6, validation every 5 epochs, 20 hold-out phantoms, seeds 0-2). Reports
+mean +- sd of the FLOPs reduction and of the hold-out kidney Dice gap to the same seed's control (bar 1), the
+control's validation curve, the compression curves and whether they keep falling once every tau is at its maximum
+(bar 2), the forward time of the pruned vs unpruned net at 1x1x160x160x80 in one interleaved run (bar 3), the
+per-level widths and the same kept fractions' FLOPs on the paper's 24..384 network. The results merge into
+``--results`` (default ``docs/benchmarks.json``, ``sections.sauron.data.fair``; atomic) and render with
+``sauron_fair_report.render_fair`` (bar 4). About 90 minutes on 2 cores; ``--smoke`` runs it tiny in a few
+minutes and writes to ``/tmp/sauron_fair_smoke.json``:
+
+    python benchmarks/bench_sauron.py --fair [--smoke] [--results PATH] [--fair-seeds 0 1 2] [--fair-epochs N] ...
 """
 
 from __future__ import annotations
@@ -54,6 +68,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from ignite.engine import Events
 from torch import nn
 from training_clock import TrainingClock
 
@@ -312,6 +327,196 @@ def widths_from_checkpoint(path: str, features: Sequence[int]) -> dict[str, int]
     return dict(zip(names, stored))
 
 
+# --- fair benchmark (issue 27) -------------------------------------------------------------------------------------
+# Three arms on the kits_sauron_nnunet demo (train.json + demo.json: the synthetic phantoms and its fast threshold
+# schedule), each seed with the same data, epochs, iterations, validation cadence and LR schedule; only pruning differs.
+FAIR_ARMS = {
+    "unpruned": NO_PRUNING,  # the converged control: lambda 0 and every threshold 0
+    "sauron_last": {"sauron_sampling": "last"},  # the authors' criterion (the bundle's default)
+    "sauron_average": {"sauron_sampling": "epoch_average"},  # the opt-in epoch average, A/B
+}
+FAIR_DEFAULTS = {  # sized for ~90 min on 2 cores (a timed smoke run: see docs/deviations.md, Sauron)
+    "seeds": [0, 1, 2], "epochs": 30, "iterations": 12, "val_interval": 5, "holdout": 20,
+    "features": [16, 32, 64, 96, 128], "patch": [48, 48, 32], "warmup": 3, "finetune": 6,
+    "speed_rounds": 3, "speed_input": list(SPEED_INPUT[2:]),
+}  # fmt: skip
+FAIR_SMOKE = {"seeds": [0], "epochs": 3, "iterations": 2, "val_interval": 2, "holdout": 2, "patch": [48, 48, 16],
+              "warmup": 1, "finetune": 1, "speed_rounds": 1, "speed_input": [64, 64, 32]}  # fmt: skip
+
+
+def fair_overrides(arm: str, seed: int, settings: dict, work: Path) -> dict:
+    """Bundle overrides of one (arm, seed) run of the fair benchmark."""
+    epochs = settings["epochs"]
+    return {
+        "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"),
+        "holdout_dir": f"$monai_effseg.data.synthetic_dataset('kits', num_cases={settings['holdout']}, seed=1000)",
+        "features": list(settings["features"]), "patch_size": list(settings["patch"]),
+        "max_epochs": epochs, "iterations_per_epoch": settings["iterations"], "val_interval": settings["val_interval"],
+        "sauron_warmup_epochs": settings["warmup"], "sauron_prune_epochs": epochs - settings["finetune"],
+        "sauron#pruner#seed": seed,
+        "initialize": [f"$monai.utils.set_determinism(seed={seed})"],
+        **FAIR_ARMS[arm],
+    }  # fmt: skip
+
+
+def fair_run(arm: str, seed: int, settings: dict, work: Path, threads: int = 2) -> dict:
+    """Train one arm with one seed, then evaluate its final network on the hold-out phantoms."""
+    torch.set_num_threads(threads)
+    root = REPO / "bundles" / SAURON
+    workflow = bundle_workflow(root, ["train.json", "demo.json"], "train", **fair_overrides(arm, seed, settings, work))
+    workflow.initialize()
+    parser = workflow.parser
+    trainer = parser.get_parsed_content("train#trainer")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    network: nn.Module = parser.get_parsed_content("network_def")
+    pruner = parser.get_parsed_content("sauron#pruner")
+    dice_key = f"val_kits_dice_{KIDNEY_KEY[parser.get_parsed_content('eval_protocol')]}"
+    validation: list[dict] = []
+    evaluator.add_event_handler(Events.COMPLETED, lambda e: validation.append(
+        {"epoch": trainer.state.epoch, "kidney_dice": round(float(e.state.metrics.get(dice_key, float("nan"))), 4)}))
+    start = time.perf_counter()
+    trainer.run()
+    wall = time.perf_counter() - start
+    holdout = evaluate_holdout(
+        root, parser.get_parsed_content("holdout_dir"), work / "holdout", protocol=parser.get_parsed_content("eval_protocol"),
+        overrides={**parser.get_parsed_content("demo_inference_overrides"), "ckpt_path": str(work / "models" / "model_final.pt"),
+                   "fingerprint_path": str(work / "models" / "fingerprint.json")},
+    )  # fmt: skip
+    workflow.finalize()
+    history = [{"epoch": h["epoch"], "flops": h["flops"], "params": h["params"], "tau_max": max(h["taus"]),
+                "taus_at_max": sum(t >= pruner.schedule.grid[-1] - 1e-12 for t in h["taus"]),
+                "phase": h.get("phase")} for h in pruner.history]  # fmt: skip
+    widths = ChannelGraph.trace(network).widths(network)
+    kidney = _mean(holdout.get("metrics", {}).get("kidney_dice"))
+    print(f"[fair] {arm} seed {seed}: FLOPs {100 * history[-1]['flops'] / history[0]['flops']:.1f}% of start, "
+          f"hold-out kidney Dice {kidney}, {wall:.0f} s", flush=True)
+    return {"arm": arm, "seed": seed, "flops_reduction": round(1 - history[-1]["flops"] / history[0]["flops"], 4),
+            "kidney_dice": kidney, "validation": validation, "history": history, "widths": widths,
+            "initial_widths": dict(zip(widths, pruner.history[0]["widths"])), "wall_s": round(wall, 1)}  # fmt: skip
+
+
+def _mean_sd(values: Sequence[float]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "sd": None, "n": 0}
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": round(statistics.fmean(values), 4), "sd": round(sd, 4), "n": len(values)}
+
+
+def keeps_falling(history: Sequence[dict], n_layers: int) -> dict:
+    """FLOPs when every layer's threshold first sits at tau_max, and at the end of the pruning phases: does the
+    compression go on after tau stops rising (bar 2)?"""
+    at_max = next((h for h in history if h["taus_at_max"] >= n_layers), None)
+    pruned = [h for h in history if h.get("phase") in ("warmup", "prune")]
+    end = pruned[-1] if pruned else history[-1]
+    if at_max is None:
+        return {"epoch_tau_max": None, "falling": None}
+    return {"epoch_tau_max": at_max["epoch"], "flops_pct_at_tau_max": round(100 * at_max["flops"] / history[0]["flops"], 2),
+            "epoch_end": end["epoch"], "flops_pct_end": round(100 * end["flops"] / history[0]["flops"], 2),
+            "falling": end["flops"] < 0.99 * at_max["flops"]}  # fmt: skip
+
+
+def level_widths(widths: dict[str, int]) -> dict[str, list[int]]:
+    """Per-layer widths grouped by resolution level (encoder stage i and the decoder layers at the same level)."""
+    names = list(widths)
+    levels = 1 + max(int(n.split(".")[2]) for n in names if n.startswith("encoder.stages."))
+    out: dict[str, list[int]] = {}
+    for name, w in widths.items():
+        index = int(name.split(".")[2])
+        level = index if name.startswith("encoder.") else levels - 2 - index
+        out.setdefault(f"level {level}", []).append(w)
+    return dict(sorted(out.items()))
+
+
+def fair_summary(entries: list[dict], settings: dict) -> dict:
+    """Mean +- sd per arm, the Dice gap to the same seed's control, and the four bars."""
+    by = {(e["arm"], e["seed"]): e for e in entries}
+    control = [e["kidney_dice"] for e in entries if e["arm"] == "unpruned"]
+    tolerance = max(0.02, 2 * (_mean_sd(control)["sd"] or 0.0))
+    out: dict = {"control_kidney_dice": _mean_sd(control), "dice_tolerance": round(tolerance, 4), "arms": {}}
+    for arm in FAIR_ARMS:
+        rows = [e for e in entries if e["arm"] == arm]
+        if not rows:
+            continue
+        gaps = [e["kidney_dice"] - by[("unpruned", e["seed"])]["kidney_dice"] for e in rows
+                if ("unpruned", e["seed"]) in by and e["kidney_dice"] is not None
+                and by[("unpruned", e["seed"])]["kidney_dice"] is not None]  # fmt: skip
+        n_layers = len(rows[0]["widths"])
+        falling = [keeps_falling(e["history"], n_layers) for e in rows]
+        arm_out = {"flops_reduction": _mean_sd([e["flops_reduction"] for e in rows]),
+                   "kidney_dice": _mean_sd([e["kidney_dice"] for e in rows]), "dice_gap": _mean_sd(gaps),
+                   "keeps_falling": falling}  # fmt: skip
+        if arm != "unpruned":
+            gap = arm_out["dice_gap"]["mean"]
+            arm_out["bar1"] = bool(arm_out["flops_reduction"]["mean"] is not None
+                                   and arm_out["flops_reduction"]["mean"] >= 0.9
+                                   and gap is not None and gap >= -tolerance)  # fmt: skip
+            arm_out["bar2"] = bool(falling) and all(f["falling"] for f in falling)
+        out["arms"][arm] = arm_out
+    curves = [[v["kidney_dice"] for v in e["validation"]] for e in entries if e["arm"] == "unpruned"]
+    out["control_levelled"] = [len(c) >= 4 and abs(statistics.fmean(c[-2:]) - statistics.fmean(c[-4:-2])) < 0.02
+                               for c in curves]  # fmt: skip
+    return out
+
+
+def fair_speed(entries: list[dict], settings: dict, threads: int) -> dict:
+    """Bar 3: forward time of the benchmark net, unpruned vs pruned (seed-0 authors' sampling) at the speed input,
+    interleaved in one run; and the pruned widths' FLOPs on the paper's network (24..384) at 1x1x160x160x80."""
+    pruned = next((e for e in entries if e["arm"] == "sauron_last"), None) or next(e for e in entries if e["arm"] != "unpruned")
+    features = list(settings["features"])
+    shape = (1, 1, *settings["speed_input"])
+    torch.manual_seed(0)
+    pair = speed_pair("benchmark net", SauronUNet(spatial_dims=3, features=features),
+                      pruned_net(features, pruned["widths"]), shape, threads, 1, settings["speed_rounds"])  # fmt: skip
+    full_features = list(_config(SAURON, "features", ["train.json"]))
+    big = SauronUNet(spatial_dims=3, features=full_features)
+    full = scaled_widths(pruned["initial_widths"], pruned["widths"], ChannelGraph.trace(big).widths(big))
+    paper = {"features": full_features, "input": list(SPEED_INPUT), "widths": full,
+             "flops_unpruned": conv_flops(big, SPEED_INPUT), "flops_pruned": conv_flops(pruned_net(full_features, full), SPEED_INPUT)}  # fmt: skip
+    paper["flops_reduction"] = round(1 - paper["flops_pruned"] / paper["flops_unpruned"], 4)
+    return {"pair": pair, "widths_from": f"{pruned['arm']} seed {pruned['seed']}", "paper_network": paper,
+            "bar3": pair["within_factor_2"]}  # fmt: skip
+
+
+def write_fair_results(fair: dict, path: Path) -> None:
+    """Merge ``fair`` into ``path`` as ``sections.sauron.data.fair`` (every other key kept), atomically."""
+    path = Path(path)
+    results = json.loads(path.read_text()) if path.is_file() else {"schema": 1, "sections": {}, "runs": []}
+    record = results.setdefault("sections", {}).setdefault("sauron", {"section": "sauron", "status": "ok", "data": {}})
+    record.setdefault("data", {})["fair"] = fair
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    tmp.replace(path)
+
+
+def fair_main(args: argparse.Namespace) -> dict:
+    """The fair benchmark: every arm x seed, the summary, bar 3's timing, the results file and the report."""
+    from sauron_fair_report import render_fair
+
+    settings = {**FAIR_DEFAULTS, **(FAIR_SMOKE if args.smoke else {})}
+    for key in ("seeds", "epochs", "iterations", "val_interval", "holdout", "features", "patch", "warmup", "finetune"):
+        if getattr(args, f"fair_{key}", None) is not None:
+            settings[key] = getattr(args, f"fair_{key}")
+    fair: dict = {"settings": settings, "smoke": bool(args.smoke), "threads": args.threads, "argv": sys.argv[1:],
+                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_before": os.getloadavg(), "entries": []}  # fmt: skip
+    start = time.perf_counter()
+    for seed in settings["seeds"]:
+        for arm in args.arms:
+            with tempfile.TemporaryDirectory(prefix=f"sauron_fair_{arm}_{seed}_") as work:
+                fair["entries"].append(fair_run(arm, seed, settings, Path(work), args.threads))
+    fair["summary"] = fair_summary(fair["entries"], settings)
+    if not args.skip_speed and any(e["arm"] != "unpruned" for e in fair["entries"]):
+        fair["speed"] = fair_speed(fair["entries"], settings, args.threads)
+    fair["elapsed_s"] = round(time.perf_counter() - start, 1)
+    fair["load_after"] = os.getloadavg()
+    results = Path(args.results or ("/tmp/sauron_fair_smoke.json" if args.smoke else REPO / "docs" / "benchmarks.json"))
+    write_fair_results(fair, results)
+    print("\n" + render_fair(fair))
+    print(f"\nresults: {results} (sections.sauron.data.fair); {fair['elapsed_s']:.0f} s in all")
+    return fair
+
+
 # --- report --------------------------------------------------------------------------------------------------------
 
 
@@ -398,8 +603,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--plot", default=None, help="Dice-vs-FLOPs PNG")
     parser.add_argument("--json", default=None, help="write all results as JSON here")
+    fair = parser.add_argument_group("fair benchmark (issue 27): --fair [--smoke]")
+    fair.add_argument("--fair", action="store_true", help="the fair benchmark: arms x seeds, bars 1-4")
+    fair.add_argument("--smoke", action="store_true", help="with --fair: a few minutes, results to /tmp")
+    fair.add_argument("--arms", nargs="+", default=list(FAIR_ARMS), choices=list(FAIR_ARMS))
+    fair.add_argument("--results", default=None,
+                      help="results JSON (merged, section sauron; default docs/benchmarks.json, smoke /tmp)")
+    for key, kind in (("seeds", int), ("features", int), ("patch", int)):
+        fair.add_argument(f"--fair-{key}", dest=f"fair_{key}", type=kind, nargs="+", default=None)
+    for key in ("epochs", "iterations", "val_interval", "holdout", "warmup", "finetune"):
+        fair.add_argument(f"--fair-{key.replace('_', '-')}", dest=f"fair_{key}", type=int, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.fair:
+        return fair_main(args)
 
     demo_features = list(_config(SAURON, "features"))
     full_features = list(_config(SAURON, "features", ["train.json"]))

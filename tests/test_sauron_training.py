@@ -23,6 +23,8 @@ from monai_effseg.pruning import (
     SauronStatsHandler,
     SauronUNet,
     delta_opt,
+    delta_prune,
+    select_channels,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -265,3 +267,133 @@ def test_bundle_segmentation_loss_is_the_authors_ce_plus_soft_dice():
     dice = 1 - (2 * (probs * onehot).sum(axes) / ((probs + onehot).sum(axes) + 1e-6)).mean()
     ce = -(onehot * torch.log(probs + 1e-15)).sum(1).mean()
     torch.testing.assert_close(loss(logits, label), ce + dice, atol=1e-5, rtol=1e-5)
+
+
+def test_last_sampling_draws_a_new_reference_per_forward_and_keeps_the_last_forward():
+    torch.manual_seed(0)
+    net = SauronUNet(spatial_dims=2, features=FEATURES).train()
+    reg = SauronRegularizer(net, lam=0.0)
+    layer = "encoder.stages.2.0"
+    seen = []
+    net.get_submodule(layer).register_forward_hook(lambda m, a, out: seen.append((out.detach(), reg.references[layer])))
+    reg.start_epoch(dict.fromkeys(reg.graph.layers, 0), keep_last_only=True, generator=torch.Generator().manual_seed(3))
+    for _ in range(6):
+        net(torch.randn(2, 1, *PATCH))
+    assert len({r for _, r in seen}) > 1  # a new reference channel on (nearly) every forward
+    out, ref = seen[-1]
+    assert reg.references[layer] == ref and reg.counts[layer] == 2
+    torch.testing.assert_close(reg.sums[layer], delta_prune(out, ref).sum(0))
+    with torch.no_grad():  # validation forwards count only when asked for
+        net.eval()(torch.randn(2, 1, *PATCH))
+    assert reg.references[layer] == ref
+    reg.record_validation()
+    with torch.no_grad():
+        net(torch.randn(2, 1, *PATCH))
+    assert reg.references[layer] == seen[-1][1] and len(seen) == 8
+    torch.testing.assert_close(reg.sums[layer], delta_prune(seen[-1][0], seen[-1][1]).sum(0))
+    reg.remove()
+
+
+@pytest.mark.parametrize("sampling", ["last", "epoch_average"])
+def test_sampling_modes_decide_on_the_last_batch_or_the_epoch_mean(sampling):
+    net, regularizer, optimizer, pruner, trainer = build(sampling=sampling, tau_min=0.9, tau_max=0.95)
+    layer = "encoder.stages.1.0"
+    outputs = []
+    net.get_submodule(layer).register_forward_hook(
+        lambda m, a, out: outputs.append(out.detach()) if out.device.type != "meta" else None  # not conv_flops
+    )
+    decided = {}
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: decided.update(ref=pruner.references[layer],
+                                                                               width=pruner.history[-1]["widths"]))
+    before = regularizer.graph.widths(net)[layer]
+    trainer.run()
+    ref, tau = decided["ref"], pruner.schedule.tau(layer)
+    if sampling == "last":
+        d = delta_prune(outputs[-1], ref).mean(0)
+    else:  # the reference fixed for the epoch; the mean over its 4 batches x 2 samples
+        d = torch.cat([delta_prune(o, ref) for o in outputs]).mean(0)
+    expected = len(select_channels(d, ref, tau))
+    assert expected < before
+    assert decided["width"][list(regularizer.graph.layers).index(layer)] == expected
+
+
+def test_last_sampling_prunes_after_the_validation_on_its_last_forward():
+    """As in the authors' ``fit``: a validation epoch's prune runs after the validation, on its last forward (in
+    eval mode); the other epochs prune on the last training batch, before anything else sees the epoch's end."""
+    from monai.engines import SupervisedEvaluator
+    from monai.handlers import ValidationHandler
+
+    torch.manual_seed(0)
+    net = SauronUNet(spatial_dims=2, out_channels=3, features=FEATURES)
+    regularizer = SauronRegularizer(net, lam=0.5)
+    loss = SauronLoss(DeepSupervisionLoss(DiceCELoss(to_onehot_y=True, softmax=True), weight_mode="same"), regularizer)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=batches(2, seed=5), network=net)
+    pruner = SauronPruner(regularizer, optimizer, tau_min=0.9, tau_max=0.95, evaluator=evaluator, val_interval=2)
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=2, train_data_loader=batches(), network=net,
+                                optimizer=optimizer, loss_function=loss, amp=False)  # fmt: skip
+    pruner.attach(trainer)  # before the ValidationHandler, as in the bundle
+    ValidationHandler(validator=evaluator, interval=2, epoch_level=True).attach(trainer)
+    layer = "decoder.stages.1.0"
+    last = {}
+    net.get_submodule(layer).register_forward_hook(lambda m, a, out: last.update(out=out.detach(), training=m.training))
+    at_validation = []
+    evaluator.add_event_handler(Events.STARTED, lambda e: at_validation.append(len(pruner.history)))
+    snapshot = {}
+    evaluator.add_event_handler(Events.STARTED, lambda e: snapshot.update(width=regularizer.graph.widths(net)[layer]))
+    trainer.run()
+    assert at_validation == [2]  # epoch 2's prune had not run when its validation started
+    assert [h["epoch"] for h in pruner.history] == [0, 1, 2] and not last["training"]
+    ref, tau = pruner.references[layer], pruner.schedule.tau(layer)
+    expected = len(select_channels(delta_prune(last["out"], ref).mean(0), ref, tau))
+    assert expected < snapshot["width"]
+    assert regularizer.graph.widths(net)[layer] == expected
+
+
+def test_warmup_holds_the_threshold_while_pruning_at_tau_min():
+    net, regularizer, optimizer, pruner, trainer = build(tau_min=0.001, tau_max=0.6, steps=5, patience=0,
+                                                          require_plateau=False, warmup_epochs=2, prune_epochs=3)  # fmt: skip
+    penalties = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: penalties.append(regularizer.lam))
+    trainer.state.max_epochs = 4
+    trainer.run()
+    assert [h["phase"] for h in pruner.history[1:]] == ["warmup", "warmup", "prune", "finetune"]
+    assert [max(h["taus"]) for h in pruner.history[1:]] == pytest.approx([0.001, 0.001, 0.1208, 0.1208])
+    assert sum(pruner.history[3]["widths"]) < sum(pruner.history[2]["widths"])  # the first raised threshold prunes
+    assert pruner.history[4]["widths"] == pruner.history[3]["widths"]
+    assert penalties == [0.5] * 12 + [0.0] * 4
+
+
+def test_bundle_follows_the_authors_recipe():
+    """train.json: 2 patches per case per epoch (183 iterations for the authors' 183 KiTS training cases at batch
+    2), the authors' last-forward sampling, no warm-up or fine-tune, 12 epochs before the first plateau raise, the
+    sagittal slice axis, and the code's augmentation (scale x-y, rotate about z, flip every axis)."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import RandAffined, RandFlipd
+
+    from bundle_utils import REPO, configs
+
+    parser = ConfigParser()
+    parser.read_config(configs(REPO / "bundles" / "kits_sauron_nnunet", "train.json"))
+    parser["split"] = {"training": [{}] * 183, "validation": [{}] * 21}
+    assert parser.get_parsed_content("iterations_per_epoch") == 183
+    assert (parser["sauron_sampling"], parser["sauron_warmup_epochs"], parser["sauron_prune_epochs"]) == ("last", 0, None)
+    assert parser["sauron_plateau_min_epochs"] == 12 and parser["sauron_slice_axis"] == 0
+    pruner = parser["sauron"]["pruner"]
+    assert pruner["evaluator"].replace("::", "#") == "@validate#evaluator" and pruner["val_interval"] == "@val_interval"
+    xforms = parser.get_parsed_content("train#random_transforms")
+    affines = [t for t in xforms if isinstance(t, RandAffined)]
+    assert [t.prob for t in affines] == [0.2, 0.2]
+    # an image that varies along z only is left as it is by both (in-plane scaling, rotation about z) ...
+    z = torch.arange(8.0).expand(1, 16, 16, 8).clone()
+    for t in affines:
+        t.set_random_state(0)
+        t.rand_affine.prob = 1.0
+        t.prob = 1.0
+        out = t({"image": z.clone(), "label": z.clone()})["image"]
+        torch.testing.assert_close(out.as_tensor(), z, atol=1e-4, rtol=0)
+    # ... while one that varies along x is rotated
+    x = torch.arange(16.0)[:, None, None].expand(1, 16, 16, 8).clone()
+    moved = affines[1]({"image": x.clone(), "label": x.clone()})["image"]
+    assert not torch.allclose(moved.as_tensor(), x, atol=0.5)
+    assert sorted(t.flipper.spatial_axis for t in xforms if isinstance(t, RandFlipd)) == [0, 1, 2]

@@ -39,15 +39,24 @@ def check_normalisation(normalisation: str, per_slice: bool = False) -> None:
 
 
 def delta_opt(
-    x: torch.Tensor, pool: int = 2, per_slice: bool = False, eps: float = 1e-8, normalisation: str = "minmax"
+    x: torch.Tensor,
+    pool: int = 2,
+    per_slice: bool = False,
+    eps: float = 1e-8,
+    normalisation: str = "minmax",
+    slice_axis: int = -1,
 ) -> torch.Tensor:
     """Distances of channels ``1..C-1`` to channel 0 of the normalised, pooled maps ``x`` (B, C, *spatial).
 
     Args:
         x: feature maps (gradients flow through them).
         pool: average-pooling factor (``sf = 2`` in the authors' KiTS config).
-        per_slice: reproduce the authors' 3D behaviour: min/max and the RMS over every spatial axis but the last
-            (per 2D slice along the last array axis, a quirk of their 2D code). ``False`` normalises each whole map.
+        per_slice: reproduce the authors' 3D behaviour: min/max and the RMS over every spatial axis but
+            ``slice_axis`` (per 2D slice along that axis, a quirk of their 2D code). ``False`` normalises each whole map.
+        slice_axis: the spatial axis (0-based among the spatial axes; negative counts from the end) the slices are
+            cut along with ``per_slice``. The authors' code cuts along the last array axis of their (z, y, x) KiTS
+            arrays, i.e. x (sagittal slices); in MONAI's RAS (x, y, z) layout that is spatial axis 0. Default -1:
+            the last axis, literally what their code does on whatever layout it gets.
         eps: added to ``max - min`` (the authors divide by it bare, which gives NaN on a constant map).
         normalisation: ``"minmax"`` (the authors'), or ``"zscore"``, an opt-in deviation: each pooled map minus its
             mean over its standard deviation, so the distance is ``sqrt(2 (1 - correlation))``. A few extreme voxels
@@ -55,10 +64,13 @@ def delta_opt(
             the correlation far less. ``per_slice`` is a min-max quirk and cannot be combined with it.
 
     Returns:
-        ``(B, C-1)``, or ``(B, C-1, S')`` with ``per_slice`` and 3D input. Empty when ``C < 2``.
+        ``(B, C-1)``, or ``(B, C-1, S')`` with ``per_slice`` and 3D input (``S'``: the pooled slice axis, last).
+        Empty when ``C < 2``.
     """
     check_normalisation(normalisation, per_slice)
     x = x.float()
+    if per_slice and x.dim() > 4:
+        x = x.movedim(2 + slice_axis % (x.dim() - 2), -1)  # the slice axis last; pooling is per axis, so it commutes
     spatial = tuple(range(2, x.dim()))
     if normalisation == "zscore":
         pooled = avg_pool(x, pool)

@@ -6,19 +6,24 @@ below the layer's threshold ``tau``, and ``tau`` climbs a grid when the training
 
 Differences from the authors' code (docs/deviations.md lists all of them):
 
-- ``delta_prune`` is averaged over the epoch's training forwards against one reference channel per layer drawn at
-  the start of the epoch, instead of taken from the last forward pass (often a validation patch in their code). A
-  single batch is a noisy basis for a permanent decision; averaging against a *fixed* reference keeps the criterion's
-  meaning ("redundant with channel r"). ``epoch_average=False`` restores the last-batch behaviour.
+- none in the default ``sampling="last"``: ``delta_prune`` is recomputed on every forward against a new random
+  reference channel and the prune uses the last forward before it, as the authors' code does. With ``evaluator`` and
+  ``val_interval`` given, the prune of a validation epoch waits for the validation and uses its last patch (their
+  ``fit`` validates before the end-of-epoch callback); otherwise it is the last training batch. Once ``tau`` is at its
+  maximum a channel still goes on any epoch where that one sample puts it below ``tau``, so pruning goes on.
+  ``sampling="epoch_average"`` (opt-in) averages over the epoch's training forwards against one reference per layer
+  drawn at the start of the epoch: a steadier criterion, under which compression stalls once ``tau`` stops rising.
 - at least ``min_channels`` (2) channels stay in every layer, also when all maps are equal (the authors' code then
   keeps one channel and the regulariser's average becomes NaN).
 - the convergence test has no validation-loss condition (see :mod:`monai_effseg.pruning.schedule`).
-- optional ``prune_epochs``: prune only in the first epochs, then train the pruned network without the regulariser.
-  The paper prunes until the end of 500 epochs, where the last epochs remove little; a short run that prunes until
-  its last epoch ends with a network that never trained at its final size.
+- optional phases (:meth:`ThresholdSchedule.phase`): ``warmup_epochs`` holds ``tau`` at ``tau_min`` while the
+  network learns; ``prune_epochs`` prunes only in the first epochs, then trains the pruned network without the
+  regulariser (fine-tune, while the LR decays). The paper prunes until the end of 500 epochs, where the last epochs
+  remove little; a short run that prunes until its last epoch ends with a network that never trained at its final
+  size.
 
 In a distributed run every rank computes the same decision: references come from a generator seeded by the epoch,
-and the loss and distance sums are all-reduced. A ``DistributedDataParallel`` trainer network is wrapped again after
+and the loss and distance sums are all-reduced (``"last"``: rank 0's last sample and references are broadcast). A ``DistributedDataParallel`` trainer network is wrapped again after
 every surgery (DDP fixes its gradient buckets to the parameters it was built with).
 """
 
@@ -40,7 +45,9 @@ from monai_effseg.pruning.regularizer import SauronRegularizer
 from monai_effseg.pruning.schedule import ThresholdSchedule
 from monai_effseg.pruning.surgery import prune_channels, track_optimizer
 
-__all__ = ["SauronPruner", "SauronStatsHandler", "select_channels"]
+__all__ = ["SAMPLINGS", "SauronPruner", "SauronStatsHandler", "select_channels"]
+
+SAMPLINGS = ("last", "epoch_average")
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +74,19 @@ class SauronPruner:
         tau_min, tau_max, steps, patience, mu, require_plateau: the threshold schedule (paper: 0.001, 0.3, 15, 5,
             0.02, True; see :class:`ThresholdSchedule`).
         min_channels: never fewer channels per layer (2: the reference and its farthest channel).
-        epoch_average: average ``delta_prune`` over the epoch (default) or use the last training batch's.
-        seed: seeds the per-epoch reference channels (the same on every rank).
+        sampling: ``"last"`` (the authors'): the last forward's ``delta_prune``, a new random reference per forward;
+            ``"epoch_average"``: the mean over the epoch's training forwards against one reference per epoch.
+        epoch_average: deprecated alias (``True``: ``"epoch_average"``, ``False``: ``"last"``); overrides ``sampling``.
+        seed: seeds the reference channels (the same on every rank).
+        warmup_epochs: ``tau`` stays at ``tau_min`` for epochs ``1..warmup_epochs`` (0, the paper: no warm-up).
         prune_epochs: prune at the end of epochs ``1..prune_epochs`` only; later epochs fine-tune the pruned network
-            with the regulariser off (``lam`` 0). ``None`` (the paper): prune after every epoch.
+            with the regulariser off (``lam`` 0) and no threshold moves. ``None`` (the paper): prune after every epoch.
+        plateau_min_epochs: the plateau test needs this many epochs of history (the authors' 6 validation losses at
+            validation every 2 epochs: 12); ``None``: ``patience + 1``.
+        evaluator, val_interval: with ``sampling="last"``, the prune of epochs ``k * val_interval`` runs after that
+            epoch's validation (``evaluator``'s ``COMPLETED``) on its last forward, as in the authors' code. The
+            pruner must be attached before the ``ValidationHandler`` (as in the bundle) and the later handlers
+            (stats, checkpoints) see the pruned network. ``None``: the last training batch on every epoch.
         flops_input_shape: input (batch included) at which the FLOPs of the history are counted; ``None``: not counted.
         loss_transform: the training loss of one iteration from ``engine.state.output``.
     """
@@ -86,9 +102,14 @@ class SauronPruner:
         mu: float = 0.02,
         require_plateau: bool = True,
         min_channels: int = 2,
-        epoch_average: bool = True,
+        sampling: str = "last",
+        epoch_average: Optional[bool] = None,
         seed: int = 0,
+        warmup_epochs: int = 0,
         prune_epochs: Optional[int] = None,
+        plateau_min_epochs: Optional[int] = None,
+        evaluator: Optional[Engine] = None,
+        val_interval: Optional[int] = None,
         flops_input_shape: Optional[tuple[int, ...]] = None,
         loss_transform: Callable[[Any], Any] = from_engine(["loss"], first=True),
     ) -> None:
@@ -98,13 +119,23 @@ class SauronPruner:
         self.optimizer = optimizer
         if optimizer is not None:
             track_optimizer(self.network, optimizer)
-        self.schedule = ThresholdSchedule(self.graph.layers, tau_min, tau_max, steps, patience, mu, require_plateau)
+        self.schedule = ThresholdSchedule(
+            self.graph.layers, tau_min, tau_max, steps, patience, mu, require_plateau,
+            min_epochs=plateau_min_epochs, warmup_epochs=warmup_epochs, prune_epochs=prune_epochs,
+        )  # fmt: skip
         self.min_channels = min_channels
-        self.epoch_average = epoch_average
+        if epoch_average is not None:
+            sampling = "epoch_average" if epoch_average else "last"
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling={sampling!r}: expected one of {SAMPLINGS}")
+        self.sampling = sampling
         self.seed = seed
-        if prune_epochs is not None and prune_epochs < 1:
-            raise ValueError(f"prune_epochs={prune_epochs}: at least 1, or None to prune after every epoch")
         self.prune_epochs = prune_epochs
+        if val_interval is not None and val_interval < 1:
+            raise ValueError(f"val_interval={val_interval}: at least 1")
+        self.evaluator = evaluator
+        self.val_interval = val_interval
+        self._pending: Optional[tuple[Engine, int]] = None  # (trainer, epoch) whose prune waits for the validation
         self.lam = regularizer.lam
         self.flops_input_shape = tuple(flops_input_shape) if flops_input_shape is not None else None
         self.loss_transform = loss_transform
@@ -119,6 +150,8 @@ class SauronPruner:
         engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+        if self._defers():
+            self.evaluator.add_event_handler(Events.COMPLETED, self.validation_completed)
 
     # events
     def started(self, engine: Engine) -> None:
@@ -127,10 +160,15 @@ class SauronPruner:
             self.history.append(self._snapshot(engine.state.epoch, None))
 
     def pruning(self, epoch: int) -> bool:
-        """Whether the end of ``epoch`` (1-based) prunes."""
-        return self.prune_epochs is None or epoch <= self.prune_epochs
+        """Whether the end of ``epoch`` (1-based) prunes (warm-up and pruning phases; not the fine-tune)."""
+        return self.schedule.phase(epoch) != "finetune"
+
+    def _defers(self) -> bool:
+        return self.sampling == "last" and self.evaluator is not None and self.val_interval is not None
 
     def epoch_started(self, engine: Engine) -> None:
+        if self._pending is not None:  # the validation that was to trigger the last prune never ran
+            self._prune(*self._pending)
         self._loss_sum, self._loss_count = 0.0, 0
         if not self.pruning(engine.state.epoch):  # fine-tuning: no statistics, no regulariser
             self.regularizer.lam, self.references = 0.0, {}
@@ -139,7 +177,8 @@ class SauronPruner:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + engine.state.epoch)
         widths = self.graph.widths(self.network)
         self.references = {n: int(torch.randint(w, (), generator=generator)) for n, w in widths.items()}
-        self.regularizer.start_epoch(self.references, keep_last_only=not self.epoch_average)
+        last = self.sampling == "last"
+        self.regularizer.start_epoch(self.references, keep_last_only=last, generator=generator if last else None)
 
     def iteration_completed(self, engine: Engine) -> None:
         loss = self.loss_transform(engine.state.output)
@@ -147,13 +186,27 @@ class SauronPruner:
         self._loss_count += 1
 
     def epoch_completed(self, engine: Engine) -> None:
-        self.regularizer.stop()
         self.losses.append(self._epoch_loss())
         if not self.pruning(engine.state.epoch):
-            self.history.append(self._snapshot(engine.state.epoch, self.losses[-1]))
+            self.regularizer.stop()
+            self.history.append({**self._snapshot(engine.state.epoch, self.losses[-1]), "phase": "finetune"})
             return
+        if self._defers() and engine.state.epoch % self.val_interval == 0:
+            self._pending = (engine, engine.state.epoch)  # the validation forwards come next; the last one decides
+            self.regularizer.record_validation(True)
+            return
+        self._prune(engine, engine.state.epoch)
+
+    def validation_completed(self, evaluator: Engine) -> None:
+        if self._pending is not None:
+            self._prune(*self._pending)
+
+    def _prune(self, engine: Engine, epoch: int) -> None:
+        self._pending = None
+        self.references = dict(self.regularizer.references)  # "last": the reference of the last forward
+        self.regularizer.stop()
         distances = self._epoch_distances()
-        raised = self.schedule.step(self.losses)
+        raised = self.schedule.step(self.losses, epoch)
         widths = self.graph.widths(self.network)
         keep = {}
         for name, d in distances.items():
@@ -164,7 +217,8 @@ class SauronPruner:
         if keep:
             prune_channels(self.network, self.graph, keep, [self.optimizer] if self.optimizer is not None else [])
             self._rewrap(engine)
-        entry = self._snapshot(engine.state.epoch, self.losses[-1])
+        entry = self._snapshot(epoch, self.losses[-1])
+        entry["phase"] = self.schedule.phase(epoch)
         self.history.append(entry)
         removed = sum(widths[n] - len(k) for n, k in keep.items())
         base = self.history[0]
@@ -183,20 +237,27 @@ class SauronPruner:
         sums, counts = self.regularizer.sums, self.regularizer.counts
         names = [n for n in self.graph.layers if n in self.references]
         widths = self.graph.widths(self.network)
-        flat = torch.zeros(sum(widths[n] + 1 for n in names), dtype=torch.float64)
+        last = self.sampling == "last"
+        slot = 2 if last else 1  # per layer: distances, count (and the reference channel for "last")
+        flat = torch.zeros(sum(widths[n] + slot for n in names), dtype=torch.float64)
         offset = 0
         for n in names:
             if n in sums:
                 flat[offset : offset + widths[n]] = sums[n].double().cpu()
                 flat[offset + widths[n]] = counts[n]
-            offset += widths[n] + 1
-        flat = idist.all_reduce(flat)
+                if last:
+                    flat[offset + widths[n] + 1] = self.references[n]
+            offset += widths[n] + slot
+        if idist.get_world_size() > 1:  # one decision on every rank: the sum of the ranks, or rank 0's last sample
+            flat = idist.broadcast(flat, src=0) if last else idist.all_reduce(flat)
         out, offset = {}, 0
         for n in names:
             count = flat[offset + widths[n]]
-            if count > 0:  # layers that saw no training forward this epoch are left alone
+            if count > 0:  # layers that saw no forward this epoch are left alone
                 out[n] = flat[offset : offset + widths[n]] / count
-            offset += widths[n] + 1
+                if last:
+                    self.references[n] = int(flat[offset + widths[n] + 1])
+            offset += widths[n] + slot
         return out
 
     def _snapshot(self, epoch: int, loss: Optional[float]) -> dict:
