@@ -1,9 +1,10 @@
-"""Small helpers the bundle configs call."""
+"""Small helpers shared by the package and called by the bundle configs."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -22,3 +23,17 @@ def select_device(prefer: str = "cuda") -> torch.device:
         _noted_cpu = True
         logger.info("no CUDA device: running on the CPU")
     return torch.device("cpu")
+
+
+def as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``x`` as a numpy array in its own memory order. Not MONAI's ``convert_to_numpy``: it forces C order, and NIfTI
+    arrays are Fortran-ordered, so it would copy (transpose) every full volume."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def as_label_array(seg: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``seg`` as integer labels (float label maps from NIfTI readers are rounded)."""
+    arr = as_numpy(seg)
+    if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
+        return arr
+    return np.rint(arr).astype(np.int16)

@@ -20,7 +20,14 @@ from monai_effseg.data.io import (
     check_output_dir,
     inference_datalist,
 )
-from monai_effseg.data.layouts import LAYOUTS, DatasetLayoutError, build_datalist, detect_layout
+from monai_effseg.data.layouts import (
+    LAYOUTS,
+    DatasetLayoutError,
+    build_datalist,
+    case_id_from_path,
+    case_number,
+    detect_layout,
+)
 from monai_effseg.data.split import SplitFileError, create_split, exclude_cases, load_or_create_split
 from monai_effseg.data.synthetic import default_cache_dir, synthetic_classes, synthetic_dataset
 from monai_effseg.data.validation import (

@@ -27,6 +27,7 @@ import nibabel as nib
 import numpy as np
 
 from monai_effseg.data.io import atomic_write_json
+from monai_effseg.data.layouts import case_id_from_path
 from monai_effseg.data.validation import DataValidationError, label_values_present, load_checked_case
 
 __all__ = [
@@ -174,8 +175,7 @@ def _summarise(samples: np.ndarray) -> dict[str, Optional[float]]:
 def with_case_ids(datalist: Sequence[Item]) -> list[Item]:
     """``datalist`` with a ``case_id`` in every item: items without one (MONAI Label's training datalists carry only
     ``image`` and ``label``) are named after their image as predictions are
-    (:func:`monai_effseg.transforms.case_id_from_path`)."""
-    from monai_effseg.transforms.save import case_id_from_path  # lazy: monai_effseg.transforms imports this package
+    (:func:`monai_effseg.data.case_id_from_path`)."""
 
     return [item if "case_id" in item else {**item, "case_id": case_id_from_path(item["image"])} for item in datalist]
 

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional, Union
 
@@ -27,6 +27,8 @@ __all__ = [
     "case_sort_key",
     "detect_layout",
     "strip_image_suffix",
+    "case_id_from_path",
+    "case_number",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,12 +73,27 @@ def _layout_error(dataset_dir: Path, problem: str) -> DatasetLayoutError:
     )
 
 
-def strip_image_suffix(name: str) -> str:
-    """``"case_1.nii.gz"`` -> ``"case_1"`` for every suffix in :data:`IMAGE_SUFFIXES`."""
-    for suffix in IMAGE_SUFFIXES:
+def strip_image_suffix(name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> str:
+    """``"case_1.nii.gz"`` -> ``"case_1"`` for every suffix in ``suffixes``."""
+    for suffix in suffixes:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """``.../case_00007/imaging.nii.gz`` -> ``case_00007``; ``.../volume-12.nii`` -> ``volume-12``: the file name
+    without its image suffix, or the folder's name for layouts that keep one case per folder and name the file
+    generically."""
+    path = Path(path)
+    name = strip_image_suffix(path.name, IMAGE_SUFFIXES + (".dcm",))
+    return path.parent.name if name in ("imaging", "image", "ct") else name
+
+
+def case_number(case_id: str) -> int | None:
+    """The last number in a case id or file name (``case_00015`` -> 15, ``segmentation-12`` -> 12), if any."""
+    digits = re.findall(r"\d+", case_id)
+    return int(digits[-1]) if digits else None
 
 
 def case_sort_key(case_id: str) -> tuple:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -18,7 +17,7 @@ from typing import Any, Union
 import numpy as np
 
 from monai_effseg.data.io import atomic_write_json
-from monai_effseg.data.layouts import case_sort_key
+from monai_effseg.data.layouts import case_number, case_sort_key
 
 __all__ = ["SplitFileError", "create_split", "exclude_cases", "load_or_create_split"]
 
@@ -32,11 +31,6 @@ class SplitFileError(ValueError):
     """The split file exists but does not fit the datalist (unknown case ids or unreadable JSON)."""
 
 
-def _trailing_number(case_id: str) -> int | None:
-    match = re.search(r"(\d+)$", case_id)
-    return int(match.group(1)) if match else None
-
-
 def exclude_cases(items: Sequence[Item], exclude: Sequence[Union[str, int]] = ()) -> list[Item]:
     """Drops the cases named in ``exclude``.
 
@@ -48,7 +42,7 @@ def exclude_cases(items: Sequence[Item], exclude: Sequence[Union[str, int]] = ()
     return [
         item
         for item in items
-        if item["case_id"] not in names and _trailing_number(item["case_id"]) not in numbers
+        if item["case_id"] not in names and case_number(item["case_id"]) not in numbers
     ]
 
 

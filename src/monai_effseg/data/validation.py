@@ -41,6 +41,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
+from monai_effseg.utils import as_numpy
+
 __all__ = [
     "AFFINE_ATOL",
     "HU_CEIL",
@@ -143,12 +145,6 @@ def check_volume_shape(shape: Sequence[int], path: PathLike) -> list[str]:
     return []
 
 
-def _as_numpy(array: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        return array.detach().cpu().numpy()
-    return np.asarray(array)
-
-
 def _check_finite(values: np.ndarray, path: PathLike) -> list[str]:
     if np.issubdtype(values.dtype, np.integer):
         return []
@@ -162,7 +158,7 @@ def _check_finite(values: np.ndarray, path: PathLike) -> list[str]:
 
 def check_ct_intensities(image: Union[np.ndarray, torch.Tensor], path: PathLike) -> list[str]:
     """Checks that ``image`` is finite and plausible as a CT in Hounsfield units (rules in the module docstring)."""
-    values = _as_numpy(image)
+    values = as_numpy(image)
     problems = _check_finite(values, path)
     if problems:
         return problems
@@ -188,7 +184,7 @@ def check_ct_intensities(image: Union[np.ndarray, torch.Tensor], path: PathLike)
 
 def label_values_present(label: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     """Sorted distinct integer values of a label map (a histogram, linear in the number of voxels, unlike a sort)."""
-    values = _as_numpy(label).astype(np.int64, copy=False).ravel()
+    values = as_numpy(label).astype(np.int64, copy=False).ravel()
     if values.size == 0:
         return np.zeros(0, dtype=np.int64)
     low, high = int(values.min()), int(values.max())
@@ -201,7 +197,7 @@ def check_label_values(
     label: Union[np.ndarray, torch.Tensor], path: PathLike, num_classes: Optional[int] = None
 ) -> list[str]:
     """Checks that a label map holds integers in ``[0, num_classes - 1]`` (any non-negative integer when ``None``)."""
-    values = _as_numpy(label)
+    values = as_numpy(label)
     problems = _check_finite(values, path)
     if problems:
         return problems
@@ -225,8 +221,8 @@ def check_geometry(
     image_shape, label_shape = _spatial_shape(image.shape), _spatial_shape(label.shape)
     if image_shape != label_shape:
         return [f"{label_path}: shape {label_shape} differs from its image {image_path} with shape {image_shape}"]
-    image_affine = _as_numpy(image.affine).astype(np.float64)
-    label_affine = _as_numpy(label.affine).astype(np.float64)
+    image_affine = as_numpy(image.affine).astype(np.float64)
+    label_affine = as_numpy(label.affine).astype(np.float64)
     diff = float(np.abs(image_affine - label_affine).max())
     if diff > atol:
         return [
@@ -241,7 +237,7 @@ def check_ct_air(image: Union[np.ndarray, torch.Tensor], path: PathLike) -> list
     """A CT of the abdomen has air (-1000 HU) around the body, or scanner padding below it, in at least
     ``AIR_MIN_FRACTION`` of its voxels; an MR (e.g. values -47..833) or a crop with no air passes the plain range
     checks but has none. The count of voxels below ``AIR_HU`` is robust to a few outliers, unlike the minimum."""
-    values = _as_numpy(image)
+    values = as_numpy(image)
     fraction = float(np.count_nonzero(values < AIR_HU)) / max(values.size, 1)
     if fraction >= AIR_MIN_FRACTION:
         return []
@@ -313,7 +309,7 @@ def check_dicom_series(folder: PathLike) -> list[str]:
 
 def _ras_geometry(image: MetaTensor) -> tuple[np.ndarray, np.ndarray]:
     """``(spacing, shape)`` of a volume along the world axes x, y, z (RAS), the fingerprint's axis order."""
-    affine = _as_numpy(image.affine).astype(np.float64)[:3, :3]
+    affine = as_numpy(image.affine).astype(np.float64)[:3, :3]
     zooms = np.sqrt((affine**2).sum(axis=0))
     shape = np.asarray(_spatial_shape(image.shape)[:3], dtype=np.float64)
     order = np.argmax(np.abs(affine), axis=0)  # the world axis each array axis runs along

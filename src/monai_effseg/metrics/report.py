@@ -26,6 +26,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from monai_effseg.data.layouts import case_number
 from monai_effseg.metrics.kits import kits_case_metrics, kits_regions
 from monai_effseg.metrics.lesions import IOU_THRESHOLDS, SIZE_GROUPS
 from monai_effseg.metrics.lits import LITS_REGIONS, lits_case_metrics
@@ -63,8 +64,8 @@ def _is_label_file(path: Path, skip_images: bool = True) -> bool:
 
 
 def _case_key(name: str) -> str:
-    digits = re.findall(r"\d+", name)
-    return str(int(digits[-1])) if digits else name
+    number = case_number(name)
+    return name if number is None else str(number)
 
 
 def find_cases(folder: str | Path, skip_images: bool = True) -> dict[str, tuple[str, Path]]:

@@ -25,6 +25,8 @@ from monai.utils import convert_to_numpy
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from monai_effseg.utils import as_label_array
+
 __all__ = [
     "as_label_array",
     "union_bbox",
@@ -42,15 +44,6 @@ def _quiet_monai() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
         yield
-
-
-def as_label_array(seg: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Return ``seg`` as a numpy array of integer labels (float label maps from NIfTI readers are rounded)."""
-    # np.asarray, not convert_to_numpy: NIfTI arrays are Fortran-ordered and forcing C order would copy the volume
-    arr = seg.detach().cpu().numpy() if isinstance(seg, torch.Tensor) else np.asarray(seg)
-    if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
-        return arr
-    return np.rint(arr).astype(np.int16)
 
 
 def _bbox(arr: np.ndarray) -> list[tuple[int, int]] | None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
-import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import KeepLargestConnectedComponent, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, ensure_tuple
 from scipy import ndimage
 
 from monai_effseg.metrics.surface import union_bbox
+from monai_effseg.utils import as_label_array, as_numpy
 
 
 __all__ = [
@@ -36,17 +36,10 @@ def _structure(ndim: int, connectivity: int | None) -> np.ndarray:
     return ndimage.generate_binary_structure(ndim, connectivity or ndim)
 
 
-def _numpy(x: NdarrayOrTensor) -> np.ndarray:
-    # not convert_to_numpy: it forces C order, and NIfTI arrays are Fortran-ordered (a slow full-volume transpose)
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def _label_map(img: NdarrayOrTensor, name: str) -> np.ndarray:
-    arr = _numpy(img)
+    arr = as_label_array(img)
     if arr.ndim < 3 or arr.shape[0] != 1:
         raise ValueError(f"{name} expects a channel-first label map (1, *spatial), got shape {arr.shape}")
-    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)):
-        arr = np.rint(arr)
     return arr[0]
 
 
@@ -262,7 +255,7 @@ class RemoveLowProbabilityComponents(Transform):
 
     def __call__(self, img: NdarrayOrTensor, prob: NdarrayOrTensor) -> NdarrayOrTensor:
         seg = _label_map(img, type(self).__name__)
-        p = _numpy(prob)
+        p = as_numpy(prob)
         if p.shape[1:] != seg.shape:
             raise ValueError(f"probability map {p.shape} does not match the label map {tuple(img.shape)}")
         for label in self.labels:

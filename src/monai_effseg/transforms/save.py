@@ -9,17 +9,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import SaveImaged
 
-
-def case_id_from_path(path: str | Path) -> str:
-    """``.../case_00007/imaging.nii.gz`` -> ``case_00007``; ``.../volume-12.nii`` -> ``volume-12``."""
-    path = Path(path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    # dataset layouts that keep one case per folder name the file generically
-    return path.parent.name if name in ("imaging", "image", "ct") else name
+from monai_effseg.data.layouts import case_id_from_path
 
 
 class SavePredictiond(SaveImaged):
