@@ -20,7 +20,7 @@ import torch
 from scipy import ndimage
 
 from monai_effseg.metrics import kits_case_metrics, lits_case_metrics
-from monai_effseg.metrics.surface import union_bbox
+from monai_effseg.boxes import union_bbox
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "kits19_labels"
 

@@ -19,7 +19,8 @@ from monai.metrics import compute_surface_dice
 from scipy import ndimage
 
 from monai_effseg.metrics import kits_case_metrics, lits_case_metrics
-from monai_effseg.metrics.surface import crop_to_union, union_bbox
+from monai_effseg.boxes import union_bbox
+from monai_effseg.metrics.surface import crop_to_union
 
 CASES = ("case_00000", "case_00001", "case_00002", "case_00006", "case_00011")
 PERTURBATIONS = ("tumor_erode1", "shift_z1_y2", "fp_blob", "tumor_deleted")

@@ -18,7 +18,8 @@ from monai_effseg.metrics import (
     surface_dice,
 )
 from monai_effseg.metrics.lesions import lesion_detection_metrics
-from monai_effseg.metrics.surface import crop_to_union, union_bbox
+from monai_effseg.boxes import union_bbox
+from monai_effseg.metrics.surface import crop_to_union
 
 
 def box_pair(shift: int) -> tuple[np.ndarray, np.ndarray]:

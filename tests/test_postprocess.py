@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from monai_effseg.metrics import dice
-from monai_effseg.metrics.surface import union_bbox
+from monai_effseg.boxes import union_bbox
 from monai_effseg.transforms.postprocess import (
     KeepKidneyPair,
     KeepKidneyPaird,

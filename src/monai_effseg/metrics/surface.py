@@ -25,11 +25,11 @@ from monai.utils import convert_to_numpy
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from monai_effseg.boxes import crop_padded, union_bbox
 from monai_effseg.utils import as_label_array
 
 __all__ = [
     "as_label_array",
-    "union_bbox",
     "crop_to_union",
     "dice",
     "surface_dice",
@@ -46,39 +46,6 @@ def _quiet_monai() -> Iterator[None]:
         yield
 
 
-def _bbox(arr: np.ndarray) -> list[tuple[int, int]] | None:
-    # Max-projections over memory-contiguous axes are ~30x faster than ``mask.any(axis=...)`` or ``np.nonzero`` on a
-    # full CT volume; NIfTI arrays are Fortran-ordered, so work on the C-ordered transpose view and flip back.
-    flipped = arr.flags.f_contiguous and not arr.flags.c_contiguous
-    view = arr.T if flipped else arr
-    first = np.flatnonzero(view.reshape(view.shape[0], -1).max(axis=1))
-    if first.size == 0:
-        return None
-    sub = view[first[0] : first[-1] + 1]
-    box = [(int(first[0]), int(first[-1]) + 1)]
-    for axis in range(1, view.ndim):
-        hits = np.flatnonzero(sub.max(axis=tuple(a for a in range(view.ndim) if a != axis)))
-        box.append((int(hits[0]), int(hits[-1]) + 1))
-    return box[::-1] if flipped else box
-
-
-def union_bbox(*arrays: np.ndarray, margin: int = 1) -> tuple[tuple[int, int], ...] | None:
-    """Bounding box ``((start, stop), ...)`` of the non-zero voxels of all ``arrays`` (non-negative label maps or
-    masks), grown by ``margin`` (the box may leave the array). ``None`` when every array is empty."""
-    boxes = [b for b in (_bbox(a) for a in arrays) if b is not None]
-    if not boxes:
-        return None
-    return tuple((min(b[i][0] for b in boxes) - margin, max(b[i][1] for b in boxes) + margin)
-                 for i in range(arrays[0].ndim))
-
-
-def _crop(arr: np.ndarray, box: Sequence[tuple[int, int]]) -> np.ndarray:
-    inside = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, arr.shape))
-    pad = [(max(0, -lo), max(0, hi - n)) for (lo, hi), n in zip(box, arr.shape)]
-    out = arr[inside]
-    return np.pad(out, pad) if any(p != (0, 0) for p in pad) else out
-
-
 def crop_to_union(*arrays: np.ndarray, margin: int = 1) -> list[np.ndarray]:
     """Crop ``arrays`` (same shape) to the union bounding box of their non-zero voxels plus ``margin``.
 
@@ -92,7 +59,7 @@ def crop_to_union(*arrays: np.ndarray, margin: int = 1) -> list[np.ndarray]:
     box = union_bbox(*arrays, margin=margin)
     if box is None:
         return [np.zeros((1,) * len(shape), dtype=a.dtype) for a in arrays]
-    return [_crop(a, box) for a in arrays]
+    return [crop_padded(a, box) for a in arrays]
 
 
 def dice(pred: np.ndarray, gt: np.ndarray, empty_value: float = 1.0) -> float:
@@ -169,15 +136,15 @@ def _surface_points(
     box = union_bbox(mask, margin=1)
     pieces: list[tuple[np.ndarray, np.ndarray]] = []
     if _is_sparse(mask):
-        crop = _crop(mask, box)  # type: ignore[arg-type]
+        crop = crop_padded(mask, box)  # type: ignore[arg-type]
         components, _ = ndimage.label(crop, ndimage.generate_binary_structure(crop.ndim, crop.ndim))
         for index, sl in enumerate(ndimage.find_objects(components), start=1):
             sub_box = [(s.start - 1, s.stop + 1) for s in sl]
-            pieces.append((_crop(components, sub_box) == index, np.array([lo for lo, _ in sub_box])))
+            pieces.append((crop_padded(components, sub_box) == index, np.array([lo for lo, _ in sub_box])))
         offset = np.array([lo for lo, _ in box])  # type: ignore[union-attr]
         pieces = [(piece, start + offset) for piece, start in pieces]
     else:
-        pieces.append((_crop(mask, box), np.array([lo for lo, _ in box])))  # type: ignore[arg-type,union-attr]
+        pieces.append((crop_padded(mask, box), np.array([lo for lo, _ in box])))  # type: ignore[arg-type,union-attr]
     points, areas = [], []
     for piece, start in pieces:
         idx, area = _edges_in_box(piece, spacing, subvoxels, connectivity)

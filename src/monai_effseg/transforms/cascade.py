@@ -22,7 +22,9 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data.utils import affine_to_spacing
 from monai.transforms import BorderPad, MapTransform, Randomizable, SpatialCrop
 
+from monai_effseg.boxes import foreground_bbox
 from monai_effseg.transforms.augment import enlarged_patch
+from monai_effseg.utils import as_numpy
 
 __all__ = [
     "KITS19_SHIPPED_FOREGROUND_BOX_MM",
@@ -63,11 +65,8 @@ def mm_to_voxels(size_mm: Sequence[Optional[float]], spacing: Sequence[float], s
 
 def foreground_centre(mask: NdarrayOrTensor) -> Optional[list[float]]:
     """Centre of the bounding box of the non-zero voxels of a spatial array, or ``None`` if there are none."""
-    nonzero = torch.nonzero(torch.as_tensor(mask) != 0)
-    if nonzero.numel() == 0:
-        return None
-    lo, hi = nonzero.min(0).values, nonzero.max(0).values
-    return [float(c) for c in (lo + hi).double() / 2]
+    box = foreground_bbox(as_numpy(mask) != 0)
+    return None if box is None else [(lo + hi - 1) / 2 for lo, hi in box]
 
 
 def body_centre(image: NdarrayOrTensor) -> list[float]:

@@ -16,7 +16,7 @@ from monai.transforms import KeepLargestConnectedComponent, MapTransform, Transf
 from monai.utils import TransformBackends, convert_to_dst_type, ensure_tuple
 from scipy import ndimage
 
-from monai_effseg.metrics.surface import union_bbox
+from monai_effseg.boxes import union_bbox
 from monai_effseg.utils import as_label_array, as_numpy
 
 
