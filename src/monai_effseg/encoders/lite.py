@@ -38,7 +38,7 @@ from monai_effseg.blocks.shufflenet import SHUFFLENET_ACT
 from monai_effseg.encoders.registry import register_encoder
 from monai_effseg.encoders.table import TableEncoder
 
-__all__ = ["FAMILIES", "PRESETS", "LiteFamily", "LitePreset", "lite_encoder", "preset_rows"]
+__all__ = ["FAMILIES", "PRESETS", "SLABS", "LiteFamily", "LitePreset", "lite_encoder", "preset_rows"]
 
 S2 = [1, 2, 2, 2, 1, 2, 1]
 S3 = [(1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1), (1, 2, 2), (1, 1, 1)]
@@ -48,6 +48,10 @@ MBV3_EXPAND = [1, 4, 3, 3, 6, 6, 6]
 MBV3_SE = [0.0, 0.0, 0.25, 0.0, 0.25, 0.25, 0.25]
 MBV3_ACTS = ["relu", "relu", "relu", "hardswish", "hardswish", "hardswish", "hardswish"]
 WIDTHS_2D = [32, 16, 24, 40, 80, 112, 192, 320]
+
+# (slices in, slices out) per spatial_dims (Tustumi section 3.1.2): 2.5D takes 9 slices as channels and predicts the
+# middle one; 3D takes a slab of 8 and predicts its middle 4.
+SLABS = {2: (9, 1), 3: (8, 4)}
 
 
 @dataclass(frozen=True)

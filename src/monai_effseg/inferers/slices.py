@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer
 
+from monai_effseg.encoders.lite import SLABS
 from monai_effseg.training.amp import autocast, to_float
 
 __all__ = ["SliceStackInferer"]
@@ -51,8 +52,8 @@ class SliceStackInferer(Inferer):
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         self.spatial_dims = spatial_dims
-        self.in_slices = in_slices or (9 if spatial_dims == 2 else 8)
-        self.out_slices = out_slices or (1 if spatial_dims == 2 else 4)
+        self.in_slices = in_slices or SLABS[spatial_dims][0]
+        self.out_slices = out_slices or SLABS[spatial_dims][1]
         if (self.in_slices - self.out_slices) % 2:
             raise ValueError(f"in_slices - out_slices must be even (centred output), got {in_slices}, {out_slices}")
         if spatial_dims == 2 and self.out_slices != 1:

@@ -35,7 +35,7 @@ from monai_effseg.blocks import layers
 from monai_effseg.blocks.conv import ConvNormAct
 from monai_effseg.blocks.layers import LayerSpec
 from monai_effseg.blocks.mobilenet import LITE_NORM
-from monai_effseg.encoders.lite import PRESETS, lite_encoder, preset_family
+from monai_effseg.encoders.lite import PRESETS, SLABS, lite_encoder, preset_family
 from monai_effseg.nets.registry import register_net
 
 __all__ = ["COMBINE_MODES", "LiteUNet", "LiverTumourUNet", "combine_liver_mask", "crop_depth"]
@@ -99,8 +99,8 @@ class LiteUNet(nn.Module):
         encoder: str = "mobilenetv2-2d-default",
         in_channels: Optional[int] = None,
         out_channels: int = 2,
-        in_slices: int = 8,
-        out_slices: int = 4,
+        in_slices: int = SLABS[3][0],
+        out_slices: int = SLABS[3][1],
         head_channels: Optional[int] = None,
         act: LayerSpec = DECODER_ACT,
         norm: LayerSpec = LITE_NORM,
@@ -108,7 +108,7 @@ class LiteUNet(nn.Module):
     ) -> None:
         super().__init__()
         dims = preset_family(encoder).spatial_dims
-        in_channels = in_channels if in_channels is not None else (9 if dims == 2 else 1)
+        in_channels = in_channels if in_channels is not None else (SLABS[2][0] if dims == 2 else 1)
         self.spatial_dims = dims
         self.preset = encoder
         self.in_slices = in_slices if dims == 3 else 1

@@ -22,6 +22,7 @@ from monai import transforms as mt
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from monai_effseg.encoders.lite import SLABS
 from monai_effseg.transforms.ct import RAS_LABELS, fixed_ct_normalize
 
 __all__ = [
@@ -244,8 +245,8 @@ def lits_train_transforms(
             tumour slices twice as often: outside the liver the masked input is empty).
         augmentation: keyword arguments of :func:`lits_augmentation`.
     """
-    in_slices = in_slices or (9 if spatial_dims == 2 else 8)
-    out_slices = out_slices or (1 if spatial_dims == 2 else 4)
+    in_slices = in_slices or SLABS[spatial_dims][0]
+    out_slices = out_slices or SLABS[spatial_dims][1]
     stage_label(torch.zeros(1), stage)  # validates the name
     tumour = stage not in ("liver", "1")
     if ratios is None:
