@@ -5,7 +5,7 @@ FLOPs (2 x MAC, fvcore) for network, encoder and decoder conv stages, at 1x1x128
 
 FLOPs are counted at 64^3 and scaled by 8 (exact for conv MACs: every level keeps integer sizes); pass
 ``--flops-downscale 1`` to count at 128^3. ``effseg profile --all`` prints the same table without the comparison.
-:func:`measure` returns the same figures as a dict (``benchmarks/run_all.py`` uses it).
+:func:`measure` returns the same figures as a dict; :func:`measure_section` is ``run_all.py``'s ``profile`` section.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -77,6 +78,33 @@ def measure(
         log(f"profiled {name} ({time.perf_counter() - start:.1f} s)")
     return {"profiles": [profile_dict(p) for p in profiles], "table1": [table1_row(p) for p in profiles],
             "errors": errors, "_objects": profiles}  # fmt: skip
+
+
+def registered_networks(first: Sequence[str] = ()) -> list[str]:
+    """Every registered network: Table 1's, then the LiteUNet presets, then ``first``, then the rest."""
+    import monai_effseg.pruning  # noqa: F401  (registers "sauron_nnunet")
+    from monai_effseg.encoders.lite import PRESETS
+    from monai_effseg.nets import NETS
+
+    names = [n for n in THESIS_TABLE1 if n in NETS] + [n for n in PRESETS if n in NETS]
+    names += [n for n in first if n in NETS and n not in names]
+    return names + [n for n in NETS.names() if n not in names]
+
+
+def measure_section(ctx: Any) -> dict:
+    """run_all.py's ``profile`` section (``ctx``: its ``Context``): :func:`measure` of ``profile_names`` (``None``:
+    every registered network) with Table 1's rows and the LiteUNet presets' stage tables."""
+    import monai_effseg.pruning  # noqa: F401  (registers "sauron_nnunet")
+    from monai_effseg.encoders.lite import PRESETS
+    from report_sections import OTHER_NETS
+
+    names, flops_downscale = ctx.settings.profile_names, ctx.settings.flops_downscale
+    result = measure(list(names or registered_networks(OTHER_NETS)), flops_downscale, keep_going=True, log=ctx.log)
+    lite = {p["name"]: {"table": PRESETS[p["name"]].table, "caption": PRESETS[p["name"]].caption}
+            for p in result["profiles"] if p["name"] in PRESETS}  # fmt: skip
+    return {"flops_downscale": flops_downscale, "profiles": result["profiles"],
+            "table1": [r for r in result["table1"] if r["name"] in THESIS_TABLE1], "lite": lite,
+            "errors": result["errors"]}  # fmt: skip
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """CPU forward time of EfficientUNet-b0 and EfficientUNetV2-S next to PlainUNet (seed 000's speed question).
 
-Protocol (reference/architectures.md section 5, extended): batch 1, 1x1x128^3, eval mode, ``torch.no_grad()``,
-``torch.set_num_threads(2)``, deep supervision off (inference), glibc told to keep freed memory
+Protocol (tests/data/reference/architectures.md section 5, extended): batch 1, 1x1x128^3, eval mode,
+``torch.no_grad()``, ``torch.set_num_threads(2)``, deep supervision off (inference), glibc told to keep freed memory
 (``keep_freed_memory()``, process-wide, so it applies to every network alike; ``--return-freed-memory`` to
 compare). Every network runs in each of ``--modes``: ``eager`` and ``optimized``
 (``monai_effseg.nets.inference.optimize_for_inference``, the same generic optimisations for all of them) by
@@ -26,6 +26,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -80,6 +81,33 @@ def prepare(net: torch.nn.Module, mode: str, x: torch.Tensor) -> Callable[[torch
     raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
 
 
+def ratio_rows(samples: dict, flops: dict, modes: Sequence[str]) -> list[dict]:
+    """One row per (network, mode) of ``samples`` (wall, CPU seconds per round): min / median, and the ratios to the
+    baseline in the same mode (``None`` where the baseline was not measured)."""
+
+    def stat(key, index, fn):
+        return fn([s[index] for s in samples[key]])
+
+    best_plain = min(stat((BASELINE, m), 0, min) for m in modes) if BASELINE in flops else None
+    rows = []
+    for name, mode in samples:
+        base = (BASELINE, mode)
+        row = {"name": name, "mode": mode,
+               "wall_min_s": stat((name, mode), 0, min), "wall_median_s": stat((name, mode), 0, statistics.median),
+               "cpu_min_s": stat((name, mode), 1, min), "cpu_median_s": stat((name, mode), 1, statistics.median),
+               "ratio_wall_min": None, "ratio_wall_median": None, "ratio_cpu_min": None, "vs_best_plain_wall_min": None,
+               "flops": flops[name], "flop_ratio": flops[name] / flops[BASELINE] if BASELINE in flops else None}  # fmt: skip
+        if base in samples:
+            row.update(
+                ratio_wall_min=row["wall_min_s"] / stat(base, 0, min),
+                ratio_wall_median=row["wall_median_s"] / stat(base, 0, statistics.median),
+                ratio_cpu_min=row["cpu_min_s"] / stat(base, 1, min),
+                vs_best_plain_wall_min=row["wall_min_s"] / best_plain,
+            )
+        rows.append(row)
+    return rows
+
+
 def measure(
     nets: Sequence[str] = (BASELINE, "efficientunet-b0", "efficientunetv2-s"),
     modes: Sequence[str] = ("eager", "optimized"),
@@ -118,31 +146,20 @@ def measure(
     load_after = os.getloadavg()
     log(f"load average after: {load_after}")
 
-    def stat(key, index, fn):
-        return fn([s[index] for s in samples[key]])
-
-    best_plain = min(stat((BASELINE, m), 0, min) for m in modes) if BASELINE in nets else None
-    rows = []
-    for name, mode in models:
-        base = (BASELINE, mode)
-        row = {"name": name, "mode": mode,
-               "wall_min_s": stat((name, mode), 0, min), "wall_median_s": stat((name, mode), 0, statistics.median),
-               "cpu_min_s": stat((name, mode), 1, min), "cpu_median_s": stat((name, mode), 1, statistics.median),
-               "ratio_wall_min": None, "ratio_wall_median": None, "ratio_cpu_min": None, "vs_best_plain_wall_min": None,
-               "flops": flops[name], "flop_ratio": flops[name] / flops[BASELINE] if BASELINE in flops else None}  # fmt: skip
-        if base in samples:
-            row.update(
-                ratio_wall_min=row["wall_min_s"] / stat(base, 0, min),
-                ratio_wall_median=row["wall_median_s"] / stat(base, 0, statistics.median),
-                ratio_cpu_min=row["cpu_min_s"] / stat(base, 1, min),
-                vs_best_plain_wall_min=row["wall_min_s"] / best_plain,
-            )
-        rows.append(row)
+    rows = ratio_rows(samples, flops, modes)
     return {"baseline": BASELINE, "input": [1, 1, size, size, size], "threads": threads, "rounds": rounds,
             "warmup": warmup,
             "modes": list(modes), "allocator": allocator, "load_before": list(load_before),
             "load_after": list(load_after), "flops": flops,
             "samples": {f"{k[0]}/{k[1]}": [list(s) for s in v] for k, v in samples.items()}, "rows": rows}  # fmt: skip
+
+
+def measure_section(ctx: Any) -> dict:
+    """run_all.py's ``speed`` section (``ctx``: its ``Context``): :func:`measure` with its settings."""
+    import monai_effseg.pruning  # noqa: F401  (registers "sauron_nnunet")
+
+    s = ctx.settings
+    return measure(s.speed_nets, s.speed_modes, s.speed_size, s.threads, s.speed_rounds, log=ctx.log)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ PyTorch CPU dispatch rule: a dense conv whose N*C*D*H is at most 20480 (here eve
 runs the reference ``slow_conv3d`` instead of oneDNN, measured 10x slower on such a conv (55 vs 5.5 ms at
 1x64x4x64x64, 64 -> 32 channels); any batch > 1 takes oneDNN, and so does ``--optimized``
 (:func:`monai_effseg.nets.inference.optimize_for_inference`: oneDNN for every conv, channels-last, BN folded).
-run_all.py's ``lite_speed`` uses :func:`time_presets` and the tables below.
+run_all.py's ``lite_speed`` section is :func:`measure_section`; its report uses the tables below.
 """
 
 from __future__ import annotations
@@ -239,6 +239,19 @@ def time_presets(
     finally:
         torch.set_num_threads(previous)
     return rows
+
+
+def measure_section(ctx: Any) -> dict:
+    """run_all.py's ``lite_speed`` section (``ctx``: its ``Context``): :func:`time_presets` of ``lite_presets``
+    (``None``: all of them)."""
+    import os
+
+    from monai_effseg.encoders.lite import PRESETS
+
+    s = ctx.settings
+    size, threads, repeats = s.lite_size, s.threads, s.lite_repeats
+    rows = time_presets(s.lite_presets or tuple(PRESETS), size, threads, repeats, log=ctx.log)
+    return {"size": size, "threads": threads, "repeats": repeats, "rows": rows, "load_after": list(os.getloadavg())}
 
 
 def print_speed(rows: Sequence[dict], size: int, threads: int, batch: int = 1, optimized: bool = False) -> None:

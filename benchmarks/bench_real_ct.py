@@ -1,4 +1,4 @@
-"""Issue 2: a bundle's ``inference.json`` end to end on a real CT (../shared/data/abdomen_ct_3mm/ct.nii.gz, 3 mm,
+"""Issue 2: a bundle's ``inference.json`` end to end on a real CT (tests/data/abdomen_ct_3mm/ct.nii.gz, 3 mm,
 RAS) with freshly initialised weights of the paper-size network: the label map written must have the input's exact
 shape and affine. Prints the throughput in input voxels per second on ``--threads`` CPU threads.
 
@@ -6,7 +6,12 @@ The CT is resampled to the bundle's target spacing (KiTS19: 0.78 x 0.78 x 3 mm, 
 so the figure is dominated by the sliding window over the resampled volume. Mirror TTA (8 passes) is off by default
 (``--mirror`` turns the bundle's setting back on).
 
+``--compare-optimize`` (issue 25) runs the bundle twice in one process on the same weights, ``optimize`` false
+(the eager network) then true (:func:`monai_effseg.nets.inference.optimize_for_inference`, what ``inference.json``
+runs on the CPU by default), and reports both times, their ratio and whether the label maps are identical.
+
     python benchmarks/bench_real_ct.py [--bundle kits_nnunet_baseline] [--threads 2] [--mirror] [--json out.json]
+    python benchmarks/bench_real_ct.py --compare-optimize --bundle kits_efficientunet --threads 2 --json out.json
 """
 
 from __future__ import annotations
@@ -26,10 +31,18 @@ from monai.bundle import ConfigParser
 from monai_effseg.workflows import run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-CT = REPO.parent / "shared" / "data" / "abdomen_ct_3mm" / "ct.nii.gz"
+CT = REPO / "tests" / "data" / "abdomen_ct_3mm" / "ct.nii.gz"
 
 
-def run(bundle: str = "kits_nnunet_baseline", ct: Path = CT, threads: int = 2, mirror: bool = False) -> dict:
+def run(
+    bundle: str = "kits_nnunet_baseline",
+    ct: Path = CT,
+    threads: int = 2,
+    mirror: bool = False,
+    optimize: tuple = (None,),
+) -> dict:
+    """One bundle run per entry of ``optimize`` (``None``: the config's default; ``False``/``True``: the
+    ``optimize`` key), on the same fresh weights; times and labels of the last run, plus ``runs`` with each."""
     torch.set_num_threads(threads)
     root = REPO / "bundles" / bundle
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,22 +57,44 @@ def run(bundle: str = "kits_nnunet_baseline", ct: Path = CT, threads: int = 2, m
         net = parser.get_parsed_content("network_def")
         torch.save(net.state_dict(), tmp / "model.pt")
         params = sum(p.numel() for p in net.parameters())
-        start = time.perf_counter()
-        run_bundle(root, ["inference.json"], "inference", input_dir=str(tmp / "scans"), output_dir=str(tmp / "segs"),
-                   ckpt_path=str(tmp / "model.pt"), fingerprint_path=str(tmp / "none.json"), **overrides)  # fmt: skip
-        seconds = time.perf_counter() - start
-        outputs = sorted((tmp / "segs").rglob("*.nii*"))
-        if len(outputs) != 1:
-            raise RuntimeError(f"expected one label map under {tmp / 'segs'}, found {outputs}")
-        src, seg = nib.load(str(ct)), nib.load(str(outputs[0]))
-        labels = np.unique(np.asanyarray(seg.dataobj)).tolist()
+        runs, maps = [], []
+        for opt in optimize:
+            extra = {} if opt is None else {"optimize": opt}
+            segs = tmp / f"segs_{opt}"
+            start, cpu_start = time.perf_counter(), time.process_time()
+            run_bundle(root, ["inference.json"], "inference", input_dir=str(tmp / "scans"), output_dir=str(segs),
+                       ckpt_path=str(tmp / "model.pt"), fingerprint_path=str(tmp / "none.json"), **overrides,
+                       **extra)  # fmt: skip
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+            outputs = sorted(segs.rglob("*.nii*"))
+            if len(outputs) != 1:
+                raise RuntimeError(f"expected one label map under {segs}, found {outputs}")
+            src, seg = nib.load(str(ct)), nib.load(str(outputs[0]))
+            maps.append(np.asanyarray(seg.dataobj))
+            labels = np.unique(maps[-1]).tolist()
+            # process CPU time as well: on a shared machine it moves less with the other processes' load than wall
+            runs.append({"optimize": opt, "seconds": seconds, "cpu_seconds": cpu_seconds, "labels": labels})
+            print(f"optimize={opt}: {seconds:.1f} s wall, {cpu_seconds:.1f} s process CPU", flush=True)
+        differ = [int(np.count_nonzero(m != maps[0])) for m in maps]
     return {
         "bundle": bundle, "ct": str(ct), "shape": list(src.shape), "spacing": [float(s) for s in src.header.get_zooms()],
         "params": params, "threads": threads, "mirror_tta": mirror, "seconds": seconds,
         "voxels_per_s": float(np.prod(src.shape)) / seconds,
         "shape_equal": seg.shape == src.shape, "affine_equal": bool(np.array_equal(seg.affine, src.affine)),
-        "labels": labels,
+        "labels": labels, "runs": runs, "voxels_differing_from_first_run": differ,
     }  # fmt: skip
+
+
+def compare_optimize(bundle: str, ct: Path = CT, threads: int = 2, mirror: bool = False) -> dict:
+    """Eager, then optimized, in one process on the same weights: both times, their ratio, identical labels."""
+    r = run(bundle, ct, threads, mirror, optimize=(False, True))
+    eager, optimized = r["runs"]
+    r.update(eager_s=eager["seconds"], optimized_s=optimized["seconds"],
+             speedup=eager["seconds"] / optimized["seconds"],
+             cpu_speedup=eager["cpu_seconds"] / optimized["cpu_seconds"],
+             voxels_differing=r["voxels_differing_from_first_run"][1],
+             labels_identical=r["voxels_differing_from_first_run"][1] == 0)  # fmt: skip
+    return r
 
 
 def main() -> None:
@@ -69,7 +104,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mirror", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--compare-optimize", action="store_true",
+                        help="eager and optimize_for_inference side by side: both times, ratio, identical labels")
     args = parser.parse_args()
+    if args.compare_optimize:
+        r = compare_optimize(args.bundle, args.ct, args.threads, args.mirror)
+        print(f"{r['bundle']} ({r['params']:,} params, fresh weights) on {r['ct']}: {r['shape']} at {r['spacing']} mm, "
+              f"{r['threads']} threads, mirror TTA {'on' if r['mirror_tta'] else 'off'}")
+        print(f"eager {r['eager_s']:.1f} s, optimized {r['optimized_s']:.1f} s: {r['speedup']:.2f}x wall "
+              f"({r['cpu_speedup']:.2f}x in process CPU time); labels identical "
+              f"{r['labels_identical']} ({r['voxels_differing']} of {np.prod(r['shape']):,} voxels differ), "
+              f"labels {r['labels']}")  # fmt: skip
+        if args.json:
+            args.json.write_text(json.dumps(r, indent=2))
+        return
     r = run(args.bundle, args.ct, args.threads, args.mirror)
     print(f"{r['bundle']} ({r['params']:,} params, fresh weights) on {r['ct']}: {r['shape']} at {r['spacing']} mm")
     print(f"wall {r['seconds']:.1f} s on {r['threads']} threads, mirror TTA {'on' if r['mirror_tta'] else 'off'}: "

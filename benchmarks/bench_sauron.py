@@ -349,7 +349,7 @@ def fair_overrides(arm: str, seed: int, settings: dict, work: Path) -> dict:
     epochs = settings["epochs"]
     return {
         "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"),
-        "holdout_dir": f"$monai_effseg.data.synthetic_dataset('kits', num_cases={settings['holdout']}, seed=1000)",
+        "demo_holdout_cases": settings["holdout"],
         "features": list(settings["features"]), "patch_size": list(settings["patch"]),
         "max_epochs": epochs, "iterations_per_epoch": settings["iterations"], "val_interval": settings["val_interval"],
         "sauron_warmup_epochs": settings["warmup"], "sauron_prune_epochs": epochs - settings["finetune"],

@@ -348,7 +348,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 # --- main ------------------------------------------------------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
     parser.add_argument("--bundles", nargs="*", help="bundle names (default: every bundle under bundles/)")
@@ -370,13 +370,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="demo sizes and a tiny CT: checks the script quickly")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--workdir", type=Path, help="synthetic data and caches (default: a temporary folder)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def pick_device(args: argparse.Namespace) -> Optional[torch.device]:
+    """``--device``, default ``cuda:0``; ``None`` (and a message) without CUDA."""
     if args.device is None:
         if not torch.cuda.is_available():
             print("gpu_throughput: no CUDA device on this machine: nothing to measure. Run it on a workstation with an "
                   "NVIDIA GPU (or pass --device cpu --smoke to check the script).")  # fmt: skip
-            return 0
+            return None
         args.device = "cuda:0"
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -384,81 +387,107 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.backends.cudnn.benchmark = True
         print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, "
               f"bf16 {'native' if torch.cuda.is_bf16_supported() else 'no'}", flush=True)  # fmt: skip
-    if args.smoke:
-        args.data_shape, args.data_cases = [48, 48, 24], 3
-        args.warmup, args.iters, args.loader_iters = 1, 2, 2
-    ct_shape = (96, 96, 20) if args.smoke else CT_SHAPE
+    return device
 
-    from monai_effseg.data import synthetic_dataset
+
+def bundle_row(bundle: Path, args, device: torch.device, amp: bool, augs: list[bool], data_dir: Path, work: Path,
+               ct_path: Path) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    """One bundle's row at one AMP setting (training, data loader, inference); and whether it failed."""
     from monai.utils import set_determinism
 
-    names = args.bundles or sorted(p.name for p in BUNDLES_DIR.iterdir() if (p / "configs" / "train.json").is_file())
+    row: dict[str, Any] = {"bundle": bundle.name, "amp": "on" if amp else "off"}
+    print(f"{bundle.name} amp={row['amp']}...", flush=True)
+    try:
+        set_determinism(0)
+        for aug in augs:
+            r = measure_training(bundle, args, device, amp, data_dir, work / bundle.name, aug,
+                                 want_loader=not args.no_loader)  # fmt: skip
+            if aug:
+                row["data_share_gpu_aug"] = r.get("data_share")
+                row["e2e_its_gpu_aug"] = r.get("e2e_its")
+            else:
+                row.update(r)
+        if not args.no_inference:
+            row.update(measure_inference(bundle, args, device, amp, ct_path))
+    except torch.OutOfMemoryError:
+        row["error"] = "out of GPU memory"
+    except Exception as exc:  # noqa: BLE001 - report and go on with the next bundle
+        traceback.print_exc()
+        row["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        return row, True
+    return row, False
+
+
+def dynunet_row(args, device: torch.device, amp: bool, row: dict[str, Any], ct_path: Path) -> tuple[dict, bool]:
+    """MONAI's DynUNet in the nnU-Net configuration next to the baseline's ``row``; and whether it failed."""
+    dyn = {"bundle": "  DynUNet (MONAI, nnU-Net config)", "amp": row["amp"]}
+    try:
+        dyn.update(measure_dynunet(args, device, amp, row, row, ct_path))
+        ratios = []  # time ratios: > 1 means DynUNet is slower than the baseline
+        if dyn.get("train_its") and row.get("train_its"):
+            ratios.append(f"step x{row['train_its'] / dyn['train_its']:.2f}")
+        if dyn.get("infer_s") and row.get("infer_s"):
+            ratios.append(f"infer x{dyn['infer_s'] / row['infer_s']:.2f}")
+        dyn["ratio"] = ", ".join(ratios)
+    except torch.OutOfMemoryError:
+        dyn["error"] = "out of GPU memory"
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc()
+        dyn["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        return dyn, True
+    return dyn, False
+
+
+def measure_bundles(args, device: torch.device, names: list[str], work: Path, ct_path: Path) -> tuple[list, bool]:
+    """Every bundle's rows (and DynUNet's next to the baseline's); and whether any failed."""
+    from monai_effseg.data import synthetic_dataset
+
     amps = {"on": [True], "off": [False], "both": [True, False]}[args.amp]
     augs = {"off": [False], "on": [True], "both": [False, True]}[args.gpu_augment]
     if device.type != "cuda" or args.no_loader:
         augs = [False]
+    data, rows, failed = {}, [], False
+    for name in names:
+        bundle = BUNDLES_DIR / name
+        kind = bundle_kind(bundle)
+        if kind not in data:
+            print(f"generating {args.data_cases} synthetic {kind} cases of {args.data_shape}...", flush=True)
+            data[kind] = synthetic_dataset(kind, num_cases=args.data_cases, seed=0, shape=args.data_shape,
+                                           root=work / "synthetic")  # fmt: skip
+        for amp in amps:
+            row, bad = bundle_row(bundle, args, device, amp, augs, data[kind], work, ct_path)
+            rows.append(row)
+            failed |= bad
+            if name == BASELINE and not args.no_dynunet and not row.get("error"):
+                dyn, bad = dynunet_row(args, device, amp, row, ct_path)
+                rows.append(dyn)
+                failed |= bad
+            for r in rows[-2:]:
+                for k in [k for k in r if k.startswith("_")]:
+                    r.pop(k)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows, failed
 
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args)
+    if device is None:
+        return 0
+    if args.smoke:
+        args.data_shape, args.data_cases = [48, 48, 24], 3
+        args.warmup, args.iters, args.loader_iters = 1, 2, 2
+    ct_shape = (96, 96, 20) if args.smoke else CT_SHAPE
+    names = args.bundles or sorted(p.name for p in BUNDLES_DIR.iterdir() if (p / "configs" / "train.json").is_file())
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
     work.mkdir(parents=True, exist_ok=True)
     print(f"synthetic data and caches under {work}", flush=True)
     ct_path = write_ct(work / "ct_512x512x100.nii.gz", ct_shape, CT_SPACING)
-    data = {}
-    rows: list[dict[str, Any]] = []
-    failed = False
     try:
-        for name in names:
-            bundle = BUNDLES_DIR / name
-            kind = bundle_kind(bundle)
-            if kind not in data:
-                print(f"generating {args.data_cases} synthetic {kind} cases of {args.data_shape}...", flush=True)
-                data[kind] = synthetic_dataset(kind, num_cases=args.data_cases, seed=0, shape=args.data_shape,
-                                               root=work / "synthetic")  # fmt: skip
-            for amp in amps:
-                row: dict[str, Any] = {"bundle": name, "amp": "on" if amp else "off"}
-                print(f"{name} amp={row['amp']}...", flush=True)
-                try:
-                    set_determinism(0)
-                    for aug in augs:
-                        r = measure_training(bundle, args, device, amp, data[kind], work / name, aug,
-                                             want_loader=not args.no_loader)  # fmt: skip
-                        if aug:
-                            row["data_share_gpu_aug"] = r.get("data_share")
-                            row["e2e_its_gpu_aug"] = r.get("e2e_its")
-                        else:
-                            row.update(r)
-                    if not args.no_inference:
-                        row.update(measure_inference(bundle, args, device, amp, ct_path))
-                except torch.OutOfMemoryError:
-                    row["error"] = "out of GPU memory"
-                except Exception as exc:  # noqa: BLE001 - report and go on with the next bundle
-                    traceback.print_exc()
-                    row["error"] = f"{type(exc).__name__}: {exc}"[:200]
-                    failed = True
-                rows.append(row)
-                if name == BASELINE and not args.no_dynunet and not row.get("error"):
-                    dyn = {"bundle": "  DynUNet (MONAI, nnU-Net config)", "amp": row["amp"]}
-                    try:
-                        dyn.update(measure_dynunet(args, device, amp, row, row, ct_path))
-                        ratios = []  # time ratios: > 1 means DynUNet is slower than the baseline
-                        if dyn.get("train_its") and row.get("train_its"):
-                            ratios.append(f"step x{row['train_its'] / dyn['train_its']:.2f}")
-                        if dyn.get("infer_s") and row.get("infer_s"):
-                            ratios.append(f"infer x{dyn['infer_s'] / row['infer_s']:.2f}")
-                        dyn["ratio"] = ", ".join(ratios)
-                    except torch.OutOfMemoryError:
-                        dyn["error"] = "out of GPU memory"
-                    except Exception as exc:  # noqa: BLE001
-                        traceback.print_exc()
-                        dyn["error"] = f"{type(exc).__name__}: {exc}"[:200]
-                        failed = True
-                    rows.append(dyn)
-                for r in rows[-2:]:
-                    for k in [k for k in r if k.startswith("_")]:
-                        r.pop(k)
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+        rows, failed = measure_bundles(args, device, names, work, ct_path)
     finally:
         if tmp:
             tmp.cleanup()
@@ -471,7 +500,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,125 @@
+"""The benchmark runner (issue 26): ``benchmarks/run_all.py`` is a thin table of sections over the bench modules,
+every section still runs (``--quick``), and the saved results render to the committed report."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+MAX_FUNCTION_LINES = 60
+# Files whose long functions are their owners' to split (listed so that any other long function fails).
+NOT_YET_SPLIT = {"bench_sauron.py", "robustness_table.py"}
+
+
+def run_all(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / "run_all.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)  # fmt: skip
+
+
+def sections() -> list[str]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(BENCH))
+    return list(run_all.NAMES)
+
+
+def test_run_all_is_a_thin_runner():
+    assert len((BENCH / "run_all.py").read_text().splitlines()) < 300
+
+
+def test_no_long_functions_in_benchmarks():
+    long = []
+    for path in sorted(BENCH.glob("*.py")):
+        if path.name in NOT_YET_SPLIT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
+
+
+class Parser:
+    """The one method of a ConfigParser that the run-list reader uses."""
+
+    def __init__(self, content: dict) -> None:
+        self.content = content
+
+    def get_parsed_content(self, key: str):
+        return self.content[key]
+
+
+@pytest.mark.parametrize("separator", ["#", "::"])  # the parser stores ids with "::"
+@pytest.mark.parametrize("bundle", ["kits_unet_cascade", "lits_dsts_unet"])
+def test_demo_stage_calls_are_read_with_their_arguments(bundle, separator):
+    """A demo's second training stage is a helper call in its run list: it is recognised, its arguments evaluated
+    from the config (``@id``), so that run_all can build that stage's workflow and cap its trainer."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from demo_stages import is_own_trainer, list_call
+    finally:
+        sys.path.remove(str(BENCH))
+    run = json.loads((REPO / "bundles" / bundle / "configs" / "demo.json").read_text())["run"]
+    run = [item.replace("#", separator) for item in run]
+    values = {"bundle_root": "ROOT", "dataset_dir": "DATA", "ckpt_dir": "CKPT", "output_dir": "OUT", "max_epochs": 2,
+              "iterations_per_epoch": 3, "val_interval": 1, "batch_size": 2, "holdout_dir": "HOLD",
+              "eval_protocol": "kits21", "demo_inference_overrides": {"a": 1},
+              "stage_overrides": {"dataset_dir": "DATA", "ckpt_dir": "CKPT"}}  # fmt: skip
+    calls = [list_call(Parser(values), item) for item in run]
+    assert calls[0] is None and is_own_trainer(run[0])
+    fn, stage = calls[1]
+    assert {"bundle_root", "configs", "stage"} <= set(stage.signature.parameters)
+    assert stage.arguments["bundle_root"] == "ROOT" and list(stage.arguments["configs"]) == ["train.json", "demo.json"]
+    assert stage.arguments["stage"] == (2 if bundle == "kits_unet_cascade" else "tumour")
+    assert stage.arguments["overrides"]["ckpt_dir"] == "CKPT"
+    fn, holdout = calls[2]
+    assert fn.__name__ == "evaluate_holdout" and holdout.arguments["output_dir"] == "OUT/holdout"
+    assert holdout.arguments["overrides"] == {"a": 1}
+
+
+def test_saved_results_render_to_the_committed_report(tmp_path):
+    shutil.copy(REPO / "docs" / "benchmarks.json", tmp_path / "benchmarks.json")
+    proc = run_all("--report-only", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "benchmarks.md").read_text() == (REPO / "docs" / "benchmarks.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_run_measures_every_section(tmp_path):
+    proc = run_all("--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "benchmarks.json").read_text())
+    names = sections()
+    assert set(results["sections"]) == set(names)
+    failed = {n: r.get("error") for n, r in results["sections"].items() if r["status"] != "ok"}
+    assert not failed, failed
+    assert all(r["quick"] for r in results["sections"].values())
+    assert results["runs"][-1]["sections"] == names and not results["runs"][-1]["skipped"]
+
+    rows = results["sections"]["inference"]["data"]["rows"]
+    assert rows and all("error" not in r and r["shape_equal"] and r["affine_equal"] for r in rows), rows
+    demo = results["sections"]["demos"]["data"]["bundles"]["kits_sauron_nnunet"]
+    assert "error" not in demo and not demo["run_error"], demo.get("error") or demo["run_error"]
+    assert demo["stages"][0]["epochs"] >= 1 and demo["training_s"] > 0
+    epochs = [h["epoch"] for h in demo["history"]]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) == demo["stages"][0]["epochs"]
+    assert all(h["loss"] is not None and h["dice"] is not None for h in demo["history"])  # per-epoch loss and Dice
+    assert demo["holdout_primary"]["kidney"] is not None
+    assert results["sections"]["sauron"]["data"]["curve"]
+
+    report = (tmp_path / "out" / "benchmarks.md").read_text()
+    for i, name in enumerate(names, 1):
+        assert f"## {i}. " in report
+    assert "This section failed" not in report and "Rendering failed" not in report
+    assert report.count("QUICK MODE") == len(names)
