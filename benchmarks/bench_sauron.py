@@ -112,27 +112,55 @@ def train_run(
     torch.set_num_threads(threads)
     bundle, extra = RUNS[label]
     root = REPO / "bundles" / bundle
-    overrides = {"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"), "val_interval": 1}
-    if bundle == SAURON:
-        overrides.update(sauron_overrides or {})  # the same recipe for the pruned run and its unpruned control
-    overrides.update(extra)
+    overrides = {"val_interval": 1, **(sauron_overrides or {} if bundle == SAURON else {}), **extra}
+    # the same recipe for the pruned run and its unpruned control
     if max_epochs:
         overrides["max_epochs"] = max_epochs
     if iterations:
         overrides["iterations_per_epoch"] = iterations
-    workflow = bundle_workflow(root, ["train.json", "demo.json"], "train", **overrides)
+    paths = {"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval")}
+    workflow = bundle_workflow(root, ["train.json", "demo.json"], "train", literals=paths, **overrides)
     workflow.initialize()
     parser = workflow.parser
     trainer = parser.get_parsed_content("train#trainer")
-    evaluator = parser.get_parsed_content("validate#evaluator")
     network: nn.Module = parser.get_parsed_content("network_def")
+    history = _record_history(label, parser, trainer, network)
+    start = time.perf_counter()
+    trainer.run()
+    wall = time.perf_counter() - start
     protocol = parser.get_parsed_content("eval_protocol")
-    patch = list(parser.get_parsed_content("patch_size"))
-    flops_shape = [1, 1] + patch
-    dice_key = f"val_kits_dice_{KIDNEY_KEY[protocol]}"
+    holdout = evaluate_holdout(
+        root, parser.get_parsed_content("holdout_dir"), work / "holdout", protocol=protocol,
+        overrides={**parser.get_parsed_content("demo_inference_overrides"),
+                   "ckpt_path": str(work / "models" / "model_final.pt"),
+                   "fingerprint_path": str(work / "models" / "fingerprint.json")},
+    )  # fmt: skip
+    result = {
+        "label": label,
+        "bundle": bundle,
+        "overrides": overrides,
+        "network": type(network).__name__,
+        "features": list(parser.get_parsed_content("features")),
+        "patch": list(parser.get_parsed_content("patch_size")),
+        "epochs": trainer.state.epoch,
+        "iterations_per_epoch": trainer.state.epoch_length,
+        "protocol": protocol,
+        "widths": ChannelGraph.trace(network).widths(network) if bundle == SAURON else None,
+        "wall_s": round(wall, 1),
+        **_summary(history, holdout.get("metrics", {}), protocol),
+    }
+    workflow.finalize()
+    return result
+
+
+def _record_history(label: str, parser, trainer, network: nn.Module) -> list[dict]:
+    """A list that gets one entry (FLOPs at one patch, parameters, validation kidney Dice, training time) at the
+    start and after every validation of ``trainer``."""
+    flops_shape = [1, 1] + list(parser.get_parsed_content("patch_size"))
+    dice_key = f"val_kits_dice_{KIDNEY_KEY[parser.get_parsed_content('eval_protocol')]}"
     history: list[dict] = [{"epoch": 0, "flops": conv_flops(network, flops_shape), "params": _params(network),
                             "kidney_dice": None, "train_s": 0.0}]  # fmt: skip
-    clock = TrainingClock(trainer, evaluator)
+    clock = TrainingClock(trainer, parser.get_parsed_content("validate#evaluator"))
 
     @clock.on_validation
     def _record(engine, train_s: float) -> None:
@@ -147,41 +175,22 @@ def train_run(
         print(f"[{label}] epoch {entry['epoch']}: {entry['flops'] / 1e9:.3f} GFLOPs ({entry['params']:,} params), "
               f"val kidney Dice {entry['kidney_dice']}, training {entry['train_s']} s", flush=True)  # fmt: skip
 
-    start = time.perf_counter()
-    trainer.run()
-    wall = time.perf_counter() - start
-    widths = ChannelGraph.trace(network).widths(network) if bundle == SAURON else None
-    final = work / "models" / "model_final.pt"
-    holdout = evaluate_holdout(
-        root, parser.get_parsed_content("holdout_dir"), work / "holdout", protocol=protocol,
-        overrides={**parser.get_parsed_content("demo_inference_overrides"), "ckpt_path": str(final),
-                   "fingerprint_path": str(work / "models" / "fingerprint.json")},
-    )  # fmt: skip
-    metrics = holdout.get("metrics", {})
-    workflow.finalize()
+    return history
+
+
+def _summary(history: list[dict], metrics: dict, protocol: str) -> dict:
+    dices = [h["kidney_dice"] for h in history[1:] if h["kidney_dice"] is not None]
     return {
-        "label": label,
-        "bundle": bundle,
-        "overrides": {k: v for k, v in overrides.items() if k not in ("ckpt_dir", "output_dir")},
-        "network": type(network).__name__,
-        "features": list(parser.get_parsed_content("features")),
-        "patch": patch,
-        "epochs": trainer.state.epoch,
-        "iterations_per_epoch": trainer.state.epoch_length,
-        "protocol": protocol,
         "history": history,
-        "widths": widths,
         "initial_flops": history[0]["flops"],
         "final_flops": history[-1]["flops"],
         "initial_params": history[0]["params"],
         "final_params": history[-1]["params"],
         "final_val_kidney_dice": history[-1]["kidney_dice"],
-        "best_val_kidney_dice": max((h["kidney_dice"] for h in history[1:] if h["kidney_dice"] is not None),
-                                    default=None),  # fmt: skip
+        "best_val_kidney_dice": max(dices, default=None),
         "holdout_kidney_dice": _mean(metrics.get(KIDNEY_KEY[protocol])),
         "holdout": {k: _mean(v) for k, v in metrics.items() if "dice" in k},
         "training_s": history[-1]["train_s"],
-        "wall_s": round(wall, 1),
     }
 
 
@@ -581,7 +590,7 @@ def plot_curve(runs: dict[str, dict], path: str) -> None:
     plt.close(fig)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
@@ -614,52 +623,67 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for key in ("epochs", "iterations", "val_interval", "holdout", "warmup", "finetune"):
         fair.add_argument(f"--fair-{key.replace('_', '-')}", dest=f"fair_{key}", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.skip_training and not args.skip_speed and not args.widths_from:
+        parser.error("speed needs the 'sauron' run or --widths-from")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.fair:
         return fair_main(args)
-
-    demo_features = list(_config(SAURON, "features"))
-    full_features = list(_config(SAURON, "features", ["train.json"]))
     sauron_overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     epochs = args.max_epochs or int(_config(SAURON, "max_epochs"))
     iterations = args.iterations or int(_config(SAURON, "iterations_per_epoch"))
-    results: dict = {"threads": args.threads, "overrides": sauron_overrides, "load_before": os.getloadavg(), "argv": sys.argv[1:] if argv is None else list(argv)}
+    results: dict = {"threads": args.threads, "overrides": sauron_overrides, "load_before": os.getloadavg(),
+                     "argv": sys.argv[1:] if argv is None else list(argv)}  # fmt: skip
     print(f"load average before: {results['load_before']}; {epochs} epochs x {iterations} iterations per run", flush=True)
-
     runs: dict[str, dict] = {}
     if not args.skip_training:
-        for label in args.runs:
-            with tempfile.TemporaryDirectory(prefix=f"sauron_{label}_") as work:
-                runs[label] = train_run(label, Path(work), args.threads, epochs, iterations, sauron_overrides)
-            if args.json:  # partial results survive a crash of a later run
-                Path(args.json).write_text(json.dumps({**results, "runs": runs}, indent=1))
-        results["runs"] = runs
-        results["summary"] = compare(runs)
-        print_training(runs, results["summary"])
-        if args.plot and runs:
-            plot_curve(runs, args.plot)
-            print(f"\nDice-vs-FLOPs curve: {args.plot}")
-
+        runs = _train_all(args, results, epochs, iterations, sauron_overrides)
     if not args.skip_speed:
-        if args.widths_from:
-            features = args.widths_features or demo_features
-            widths = widths_from_checkpoint(args.widths_from, features)
-            source = f"{args.widths_from} (features {features})"
-        elif "sauron" in runs:
-            features, widths, source = demo_features, runs["sauron"]["widths"], "this run's Sauron demo"
-        else:
-            parser.error("speed needs the 'sauron' run or --widths-from")
-        print(f"\nSpeed at 1x1x{'x'.join(map(str, args.speed_input))}, {args.threads} threads, widths from {source}",
-              flush=True)
-        results["speed"] = speed(features, widths, full_features, (1, 1, *args.speed_input), args.threads,
-                                 args.warmup, args.rounds, args.pairs, args.optimized)  # fmt: skip
-        results["speed"]["widths_source"] = source
-        print_speed(results["speed"])
+        results["speed"] = _speed_of_pruned_widths(args, runs)
     results["load_after"] = os.getloadavg()
     print(f"\nload average after: {results['load_after']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     return results
+
+
+def _train_all(args: argparse.Namespace, results: dict, epochs: int, iterations: int, overrides: dict) -> dict:
+    runs: dict[str, dict] = {}
+    for label in args.runs:
+        with tempfile.TemporaryDirectory(prefix=f"sauron_{label}_") as work:
+            runs[label] = train_run(label, Path(work), args.threads, epochs, iterations, overrides)
+        if args.json:  # partial results survive a crash of a later run
+            Path(args.json).write_text(json.dumps({**results, "runs": runs}, indent=1))
+    results["runs"] = runs
+    results["summary"] = compare(runs)
+    print_training(runs, results["summary"])
+    if args.plot and runs:
+        plot_curve(runs, args.plot)
+        print(f"\nDice-vs-FLOPs curve: {args.plot}")
+    return runs
+
+
+def _speed_of_pruned_widths(args: argparse.Namespace, runs: dict) -> dict:
+    demo_features = list(_config(SAURON, "features"))
+    if args.widths_from:
+        features = args.widths_features or demo_features
+        widths = widths_from_checkpoint(args.widths_from, features)
+        source = f"{args.widths_from} (features {features})"
+    elif "sauron" in runs:
+        features, widths, source = demo_features, runs["sauron"]["widths"], "this run's Sauron demo"
+    else:
+        raise SystemExit("bench_sauron: speed needs the 'sauron' run or --widths-from")
+    print(f"\nSpeed at 1x1x{'x'.join(map(str, args.speed_input))}, {args.threads} threads, widths from {source}",
+          flush=True)
+    result = speed(features, widths, list(_config(SAURON, "features", ["train.json"])), (1, 1, *args.speed_input),
+                   args.threads, args.warmup, args.rounds, args.pairs, args.optimized)  # fmt: skip
+    result["widths_source"] = source
+    print_speed(result)
+    return result
 
 
 if __name__ == "__main__":

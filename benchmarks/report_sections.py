@@ -12,6 +12,7 @@ from report_figures import (
     plot_scatter, plot_speed, speed_mode,
 )  # fmt: skip
 from report_format import fflops, fm, fnum, md_table, pct
+from sauron_fair_report import render_fair
 
 OTHER_NETS = ("mss_unet", "residual_unet_kits19", "unet_cascade_kits19", "sauron_nnunet")
 
@@ -314,6 +315,9 @@ def render_sauron(data: dict, figures: Path) -> str:
     fig = plot_sauron(data, figures / "sauron_compression.png")
     if fig:
         out += ["", f"![Sauron compression curve](figures/{fig.name})"]
+    if data.get("fair"):
+        out += ["", "### Against an unpruned control (`python benchmarks/bench_sauron.py --fair`)", "",
+                render_fair(data["fair"])]  # fmt: skip
     return "\n".join(out)
 
 

@@ -89,22 +89,13 @@ def effseg(*args: str) -> list[str]:
     return [sys.executable, "-m", "monai_effseg.cli", *args]
 
 
-def data_scenarios(t: Table, work: Path, kits: Path) -> None:
-    """Broken datasets through ``effseg fingerprint``."""
-
-    def variant(name: str, edit) -> Path:
-        d = work / name
-        shutil.copytree(kits, d)
-        edit(d)
-        return d
-
-    case = "case_00000"
-    img, seg = f"{case}/imaging.nii.gz", f"{case}/segmentation.nii.gz"
+def _dataset_edits(img: str, seg: str) -> dict:
+    """Scenario name -> (edit of a dataset copy, the file the message must name)."""
 
     def ref(d: Path, rel: str):
         return nib.load(str(d / rel))
 
-    scenarios = {
+    return {
         "truncated image (.nii.gz cut in half)": (
             lambda d: (d / img).write_bytes((d / img).read_bytes()[:2000]), img),
         "empty image file (0 bytes)": (lambda d: (d / img).write_bytes(b""), img),
@@ -122,6 +113,21 @@ def data_scenarios(t: Table, work: Path, kits: Path) -> None:
             np.asarray(ref(d, seg).dataobj) == 1, 7, np.asarray(ref(d, seg).dataobj)).astype(np.uint8),
             ref(d, seg).affine), None),
     }
+
+
+def data_scenarios(t: Table, work: Path, kits: Path) -> None:
+    """Broken datasets through ``effseg fingerprint``."""
+
+    def variant(name: str, edit) -> Path:
+        d = work / name
+        shutil.copytree(kits, d)
+        edit(d)
+        return d
+
+    case = "case_00000"
+    img, seg = f"{case}/imaging.nii.gz", f"{case}/segmentation.nii.gz"
+
+    scenarios = _dataset_edits(img, seg)
     for name, (edit, named) in scenarios.items():
         d = variant(name.split(" ")[0].replace("/", "") + str(abs(hash(name)) % 1000), edit)
         rc, text = run(effseg("fingerprint", str(d), "--out", str(work / f"fp{abs(hash(name)) % 1000}.json")))
@@ -183,7 +189,9 @@ def evaluate_scenarios(t: Table, work: Path, lits: Path) -> None:
     t.add("effseg evaluate", "label 7 in a prediction", rc, last_lines(text), 1, "preds_7/")
 
 
-def inference_scenarios(t: Table, work: Path, kits: Path, bundle: Path) -> None:
+def _inference_runner(work: Path, kits: Path, bundle: Path):
+    """``(infer(inputs, outputs) -> (exit code, output), scans(name, n) -> folder, datalist)`` for the bundle's
+    inference.json at its demo size, with freshly initialised weights."""
     import torch
     from monai.bundle import ConfigParser
 
@@ -218,6 +226,11 @@ def inference_scenarios(t: Table, work: Path, kits: Path, bundle: Path) -> None:
             shutil.copy(item["image"], d / f"{item['case_id']}.nii.gz")
         return d
 
+    return infer, scans, items
+
+
+def inference_scenarios(t: Table, work: Path, kits: Path, bundle: Path) -> None:
+    infer, scans, items = _inference_runner(work, kits, bundle)
     d = scans("same_dir")
     rc, text = infer(d, d)
     t.add("bundle inference", "output folder == input folder", rc, last_lines(text), 1, "same_dir")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from report_format import md_table
+
 __all__ = ["render_fair"]
 
 
@@ -13,9 +15,7 @@ def _ms(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(str(c) for c in row) + " |" for row in rows
-    ]
+    return md_table(header, rows).splitlines()
 
 
 def _curves(fair: dict) -> list[str]:

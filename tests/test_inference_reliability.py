@@ -158,6 +158,17 @@ def test_single_dicom_file_asks_for_the_series_folder(tmp_path):
                       f"(--input_dir {series})"
 
 
+def test_folder_with_a_single_dicom_file_says_so(tmp_path):
+    series = tmp_path / "series"
+    _write_dicom_series(series, _zyx_ct((4, 21, 22)))
+    for extra in sorted(series.iterdir())[1:]:
+        extra.unlink()
+    with pytest.raises(Exception) as caught:
+        inference_datalist(series)
+    assert f"{series}: holds a single DICOM file, i.e. one slice" in str(caught.value)
+    assert "does not exist" not in str(caught.value)
+
+
 # -- checkpoints that do not fit -------------------------------------------------------------------------------------
 
 

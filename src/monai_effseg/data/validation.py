@@ -110,8 +110,8 @@ def read_volume(path: PathLike, dtype: Any = np.float32) -> MetaTensor:
     return LoadImage(image_only=True, dtype=dtype)(str(path))
 
 
-def _describe_read_error(err: BaseException) -> str:
-    if isinstance(err, FileNotFoundError):
+def _describe_read_error(err: BaseException, path: PathLike) -> str:
+    if isinstance(err, FileNotFoundError) and not Path(path).exists():
         return "does not exist"
     if isinstance(err, EmptyFileError):
         return "empty file (0 bytes)"
@@ -124,7 +124,7 @@ def _try_read(path: PathLike, dtype: Any, problems: list[str]) -> Optional[MetaT
     try:
         return read_volume(path, dtype=dtype)
     except Exception as err:  # noqa: BLE001 - any reader failure is reported against the file, never raised alone
-        problems.append(f"{path}: {_describe_read_error(err)}")
+        problems.append(f"{path}: {_describe_read_error(err, path)}")
         return None
 
 
@@ -365,6 +365,11 @@ def inspect_image(path: PathLike, fingerprint: Optional[Mapping[str, Any]] = Non
         return [
             f"{path}: a single DICOM file is one slice; pass the folder that holds the whole series "
             f"(--input_dir {path_obj.parent})"
+        ], []
+    if path_obj.is_dir() and len([f for f in path_obj.iterdir() if f.is_file() and is_dicom_file(f)]) == 1:
+        return [
+            f"{path}: holds a single DICOM file, i.e. one slice: a CT series has one file per slice; copy the whole "
+            "series into this folder (or pass the folder that holds it)"
         ], []
     image = _try_read(path, np.float32, problems)
     if image is not None:
