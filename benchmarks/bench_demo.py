@@ -288,12 +288,8 @@ def holdout_primary(holdout: dict, kind: str) -> dict:
 
 def leaf_flops(module, shape: Sequence[int]) -> int:
     from monai_effseg.profile import count_flops
-    from monai_effseg.pruning import conv_flops
 
-    try:
-        return conv_flops(module, shape)  # shapes only (meta device): free at any size
-    except Exception:  # noqa: BLE001 - fall back to fvcore with a real forward pass
-        return count_flops(module, shape)["network"]
+    return count_flops(module, shape)["network"]
 
 
 def bundle_network_flops(bundle: str, configs: Sequence[str], overrides: Optional[dict] = None) -> dict:

@@ -1,10 +1,10 @@
 """Seed 000's Table 1 next to ours: parameters (used, and with the unused ImageNet head as the thesis counted) and
-FLOPs (2 x MAC, fvcore) for network, encoder and decoder conv stages, at 1x1x128^3 with 4 classes.
+FLOPs (2 x MAC, :func:`monai_effseg.profile.count_flops`, from shapes only) for network, encoder and decoder conv
+stages, at 1x1x128^3 with 4 classes.
 
-    python benchmarks/bench_efficientnet_profile.py [NAMES ...] [--flops-downscale 2]
+    python benchmarks/bench_efficientnet_profile.py [NAMES ...]
 
-FLOPs are counted at 64^3 and scaled by 8 (exact for conv MACs: every level keeps integer sizes); pass
-``--flops-downscale 1`` to count at 128^3. ``effseg profile --all`` prints the same table without the comparison.
+``effseg profile --all`` prints the same table without the comparison.
 :func:`measure` returns the same figures as a dict; :func:`measure_section` is ``run_all.py``'s ``profile`` section.
 """
 
@@ -54,7 +54,6 @@ def table1_row(p: Profile) -> dict:
 
 def measure(
     names: Sequence[str] = tuple(THESIS_TABLE1),
-    flops_downscale: int = 2,
     input_shape: Sequence[int] | None = None,
     keep_going: bool = False,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
@@ -68,7 +67,7 @@ def measure(
         start = time.perf_counter()
         try:
             shape = tuple(input_shape) if input_shape else (1, *PROFILE_INPUTS.get(name, (1, 128, 128, 128)))
-            profiles.append(profile_model(name, build_net(name), shape, flops_downscale))
+            profiles.append(profile_model(name, build_net(name), shape))
         except Exception as exc:  # noqa: BLE001 - recorded, the rest still runs
             if not keep_going:
                 raise
@@ -98,11 +97,11 @@ def measure_section(ctx: Any) -> dict:
     from monai_effseg.encoders.lite import PRESETS
     from report_sections import OTHER_NETS
 
-    names, flops_downscale = ctx.settings.profile_names, ctx.settings.flops_downscale
-    result = measure(list(names or registered_networks(OTHER_NETS)), flops_downscale, keep_going=True, log=ctx.log)
+    names = ctx.settings.profile_names
+    result = measure(list(names or registered_networks(OTHER_NETS)), keep_going=True, log=ctx.log)
     lite = {p["name"]: {"table": PRESETS[p["name"]].table, "caption": PRESETS[p["name"]].caption}
             for p in result["profiles"] if p["name"] in PRESETS}  # fmt: skip
-    return {"flops_downscale": flops_downscale, "profiles": result["profiles"],
+    return {"counter": "torch.utils.flop_counter", "profiles": result["profiles"],
             "table1": [r for r in result["table1"] if r["name"] in THESIS_TABLE1], "lite": lite,
             "errors": result["errors"]}  # fmt: skip
 
@@ -110,10 +109,9 @@ def measure_section(ctx: Any) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", default=list(THESIS_TABLE1))
-    parser.add_argument("--flops-downscale", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    result = measure(args.names, args.flops_downscale, input_shape=(1, 1, 128, 128, 128))
+    result = measure(args.names, input_shape=(1, 1, 128, 128, 128))
     print(format_profiles(result["_objects"]))
     print(
         "\n| network | params (ours, with head) | Table 1 | enc (ours) | Table 1 | dec (ours) | Table 1 "

@@ -129,7 +129,7 @@ def measure(
     models, flops = {}, {}
     for name in nets:
         net = build_net(name, deep_supervision=False).eval()
-        flops[name] = count_flops(net, (1, 1, *[size] * 3), downscale=2)["network"]
+        flops[name] = count_flops(net, (1, 1, *[size] * 3))["network"]
         for mode in modes:
             models[name, mode] = prepare(net, mode, x)
     load_before = os.getloadavg()

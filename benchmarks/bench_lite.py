@@ -6,8 +6,8 @@
 
 Protocol. One LiteUNet stage (2 classes), eval mode, at the thesis' inputs: 2D 1x9x256x256 (2.5D), 3D
 1x1x8x256x256. Params are split into stem / encoder rows (Tables A.3-A.23) / head / decoder / output. MACs: every
-convolution (dense, depthwise, transposed, SE), counted by forward hooks on a meta-device model = fvcore's conv count
-= ``effseg profile``'s FLOPs / 2. The thesis' ptflops reports MACs under the name "FLOPs": MACs are the column to
+convolution (dense, depthwise, transposed, SE) and linear layer: ``effseg profile``'s FLOPs
+(:func:`monai_effseg.profile.count_flops`, from shapes only) / 2. The thesis' ptflops reports MACs under the name "FLOPs": MACs are the column to
 compare. Ratios off by more than 10% get cause keys (``CAUSES``), assigned by :func:`causes_of` from the numbers of
 :func:`family_evidence`; docs/deviations.md ("Seed 001 fidelity") has the reasoning.
 
@@ -91,10 +91,10 @@ def _part(module_name: str) -> str:
 def count(name: str) -> dict[str, Any]:
     """Params and conv MACs per part of preset ``name`` at the thesis' input, on the meta device."""
     import torch
-    from torch import nn
 
     from monai_effseg.encoders.lite import PRESETS
     from monai_effseg.nets import build_net
+    from monai_effseg.profile import count_flops
 
     with torch.device("meta"):
         net = build_net(name).eval()
@@ -103,22 +103,11 @@ def count(name: str) -> dict[str, Any]:
     for n, p in net.named_parameters():
         params[_part(n)] += p.numel()
 
-    def hook(part: str) -> Callable:
-        def f(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            k = math.prod(m.kernel_size)
-            if isinstance(m, nn.modules.conv._ConvTransposeNd):  # each input voxel scatters a kernel per output
-                macs[part] += args[0].numel() * k * (m.out_channels // m.groups)
-            else:  # each output voxel gathers a kernel per input channel of its group
-                macs[part] += out.numel() * k * (m.in_channels // m.groups)
-
-        return f
-
-    handles = [m.register_forward_hook(hook(_part(n))) for n, m in net.named_modules()
-               if isinstance(m, nn.modules.conv._ConvNd)]  # fmt: skip
-    with torch.no_grad():
-        net(torch.zeros(shape, device="meta"))
-    for h in handles:
-        h.remove()
+    flops = count_flops(net, shape, parts=["encoder", "encoder.stages.0", "head", "decoder"])
+    macs["stem"] = flops["encoder.stages.0"] // 2
+    macs["encoder"] = flops["encoder"] // 2 - macs["stem"]
+    macs["head"], macs["decoder"] = flops["head"] // 2, flops["decoder"] // 2
+    macs["output"] = flops["network"] // 2 - sum(macs.values())
     thesis_macs, thesis_params = SEED001_TABLES[name]
     return {"name": name, "table": PRESETS[name].table, "widths": PRESETS[name].family, "dims": net.spatial_dims,
             "params": params, "macs": macs, "thesis_macs": thesis_macs, "thesis_params": thesis_params}  # fmt: skip

@@ -146,7 +146,6 @@ def machine_info() -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "monai": package_version("monai"),
-        "fvcore": package_version("fvcore"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": [round(v, 2) for v in os.getloadavg()],

@@ -57,9 +57,10 @@ def render_profile(data: dict, figures: Path) -> str:
 def profile_table1(data: dict) -> str:
     out = [
         "FLOPs = 2 x multiply-accumulates of the convolutions (dense, depthwise, transposed) and linear layers, counted "
-        "by fvcore in eval mode (deep supervision heads off) at each network's paper input; 3D inputs are counted at "
-        f"1/{data['flops_downscale']} size per axis and scaled where every level keeps integer sizes (exact for conv "
-        "MACs). \"Used params\" is what the module has; seed 000's Table 1 also counted the ImageNet head its "
+        + ("by torch.utils.flop_counter from shapes only (`monai_effseg.profile.count_flops`)" if "counter" in data
+           else f"by fvcore at 1/{data.get('flops_downscale', 1)} size per axis, scaled")
+        + " in eval mode (deep supervision heads off) at each network's paper input. \"Used params\" is what the "
+        "module has; seed 000's Table 1 also counted the ImageNet head its "
         "EfficientNet encoders carried but never ran, so the \"with head\" column is the one to compare with it.",
         "",
         "**Seed 000 (thesis) Table 1**: EfficientUNet family and the nnU-Net baseline, 1x1x128^3, 4 classes.",

@@ -67,7 +67,6 @@ class Settings:
     device: str = "cpu"
     bundles: tuple[str, ...] = BUNDLES
     profile_names: Optional[tuple[str, ...]] = None  # None: every registered network
-    flops_downscale: int = 2
     speed_nets: tuple[str, ...] = ("nnunet", "efficientunet-b0", "efficientunetv2-s", "fullyefficientunet-b0",
                                    "fullyefficientunetv2-s", "residual_unet_kits19", "mss_unet", "sauron_nnunet")
     speed_size: int = 128
@@ -128,7 +127,7 @@ def _measure(module: str, function: str = "measure_section") -> Callable[[Contex
 # and reported in this order; the demos come late so that their time caps can be sized to what is left.
 SECTIONS = (
     ("profile", "Parameters and FLOPs next to the papers", _measure("bench_efficientnet_profile"), rs.render_profile,
-     ("profile_names", "flops_downscale")),
+     ("profile_names",)),
     ("speed", "CPU forward time relative to the nnU-Net baseline", _measure("bench_efficientnet_speed"),
      rs.render_speed, ("speed_nets", "speed_size", "speed_rounds", "speed_modes", "threads")),
     ("lite_speed", "Seed-001 presets: CPU time per slice", _measure("bench_lite"), rs.render_lite_speed,

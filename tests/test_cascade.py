@@ -1,4 +1,4 @@
-"""Seed 002's cascade: fixed-size box crops, the two-stage inferer, the one-checkpoint UNetCascade, and the bundle's
+"""Hao's cascade: fixed-size box crops, the two-stage inferer, the one-checkpoint UNetCascade, and the bundle's
 stage-2 training (1 iteration + resume) and stage-2 TorchScript export."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Seed-001 blocks (MobileNetV2/V3, ShuffleNetV2, DSTS): closed-form parameter counts in 2D and 3D, behaviour,
-TorchScript."""
+"""The lightweight blocks of Tustumi's thesis (MobileNetV2/V3, ShuffleNetV2, DSTS): closed-form parameter counts in 2D
+and 3D, behaviour, TorchScript."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def tiny(shape=(2, 3, 4, 5, 3), seed=0, dtype=torch.float64):
 
 
 def explog_by_hand(logits, labels, weights=(0.4, 0.6), gamma=0.3, ce_w=(0.28, 0.28, 0.44), smooth=1e-5):
-    """Seed 003 eq. 5-8 with the authors' batch soft Dice, in numpy."""
+    """The MSS U-Net paper's eq. 5-8 with the authors' batch soft Dice, in numpy."""
     x = logits.detach().numpy()
     y = labels.numpy()[:, 0]
     p = np.exp(x - x.max(1, keepdims=True))

@@ -46,8 +46,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::F
 SERVER_BUNDLE = "kits_nnunet_baseline"
 SERVER_PYTHON = os.environ.get("EFFSEG_MONAILABEL_PYTHON") or sys.executable
 # demo.json keys that describe the demo run itself (its data, folders, hold-out evaluation), not the model's size
-DEMO_ONLY_KEYS = ("dataset_dir", "holdout_dir", "ckpt_dir", "output_dir", "run", "demo_inference_overrides",
-                  "stage_overrides")  # fmt: skip
+DEMO_ONLY_KEYS = ("demo_cases", "demo_holdout_cases", "dataset_dir", "holdout_dir", "ckpt_dir", "output_dir", "run",
+                  "demo_inference_overrides", "stage_overrides")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------

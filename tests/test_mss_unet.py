@@ -1,4 +1,4 @@
-"""MSS U-Net (seed 003): the authors' plan in closed form, 5 supervised outputs, and the bundle's recipe switches."""
+"""MSS U-Net (Zhao et al.): the authors' plan in closed form, 5 supervised outputs, and the bundle's recipe switches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed 002's residual block and ResidualUNet: closed-form parameter counts, shapes, Table 4.2 switches, TorchScript."""
+"""Hao's residual block and ResidualUNet: closed-form parameter counts, shapes, Table 4.2 switches, TorchScript."""
 
 from __future__ import annotations
 

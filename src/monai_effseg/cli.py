@@ -49,7 +49,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for name in names:
         shape = (1, *(args.input_size or PROFILE_INPUTS[name]))
         model = build_net(name)
-        p = profile_model(name, model, shape, flops_downscale=args.flops_downscale)
+        p = profile_model(name, model, shape)
         if args.time:
             if args.optimized:
                 from monai_effseg.nets.inference import optimize_for_inference
@@ -123,7 +123,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-DESCRIPTION = "effseg: demo, profile, fingerprint, evaluate and export the monai-effseg bundles and networks."
+def cmd_bundles(args: argparse.Namespace) -> int:
+    from monai_effseg.recipes import sync
+
+    root = Path(args.root).resolve()
+    differ = sync(root, check=args.check)
+    if args.check and differ:
+        print(f"effseg bundles --check: {len(differ)} bundle file(s) differ from what recipes/ generates:\n  "
+              + "\n  ".join(differ) + "\nEdit recipes/ (template/, families/, <bundle>.json), not the bundle folders, "
+              "then run 'effseg bundles' to regenerate them.", file=sys.stderr)
+        return 1
+    stray = [d for d in differ if d.endswith("(not generated)")]
+    if args.check:
+        print("effseg bundles: all bundle configs match recipes/")
+    else:
+        print(f"effseg bundles: {len(differ) - len(stray)} file(s) written")
+    if stray:
+        print("effseg bundles: no recipe makes " + ", ".join(stray) + "; delete it or add it to recipes/template",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+DESCRIPTION = "effseg: demo, profile, fingerprint, evaluate, export and generate the monai-effseg bundles and networks."
 
 
 def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
@@ -159,9 +181,6 @@ def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
     prof.add_argument("--optimized", action="store_true",
                       help="time after monai_effseg.nets.inference.optimize_for_inference (BN folding, channels-last)")
     prof.add_argument("--threads", type=int, default=2)
-    prof.add_argument("--flops-downscale", type=int, default=2,
-                      help="count FLOPs at the input shrunk by this factor per axis and scale by the voxel ratio "
-                           "(exact for conv MACs; used only where every level keeps integer sizes); 1: full size")
     prof.set_defaults(func=cmd_profile)
 
     fp = sub.add_parser("fingerprint", help="compute (and validate) a dataset fingerprint")
@@ -185,6 +204,14 @@ def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
     ex.add_argument("--trace", action="store_true", help="trace instead of script")
     ex.add_argument("--input-size", nargs="+", type=int, default=[64, 64, 64], help="spatial size for --trace")
     ex.set_defaults(func=cmd_export)
+
+    bu = sub.add_parser("bundles", help="generate bundles/*/configs from recipes/ (the template and one delta each)",
+                        description="Write every bundle's configs/ from recipes/template/ and recipes/<bundle>.json "
+                                    "(see monai_effseg.recipes). --check writes nothing and exits 1 when a bundle "
+                                    "file differs from what the recipes generate.")
+    bu.add_argument("--check", action="store_true", help="compare only; exit 1 and name the files that differ")
+    bu.add_argument("--root", default=str(REPO_BUNDLES.parent), help="repository root (default: this checkout)")
+    bu.set_defaults(func=cmd_bundles)
     return parser
 
 

@@ -1,6 +1,7 @@
-"""Parameters, FLOPs and CPU time per network, encoder and decoder, in the format of seed 000's Table 1.
+"""Parameters, FLOPs and CPU time per network, encoder and decoder, in the format of Table 1 of Martinho,
+"Efficient Algorithms for Medical Image Segmentation" (MSc thesis).
 
-FLOPs follow the convention of seed 000's Table 1: 2 x multiply-accumulates of the convolutions (dense, depthwise,
+FLOPs follow the convention of Martinho's Table 1: 2 x multiply-accumulates of the convolutions (dense, depthwise,
 transposed) and linear layers, counted by ``torch.utils.flop_counter``. Normalisation and elementwise ops are not
 counted (counters disagree on them, so mixing them in would make the figure depend on the counter rather than on the
 architecture).
@@ -55,13 +56,15 @@ def total_stride(model: nn.Module, spatial_dims: int) -> tuple[int, ...] | None:
     return tuple(total)
 
 
-def count_flops(model: nn.Module, input_shape: Sequence[int], downscale: int = 1) -> dict[str, int]:
-    """2 x conv/linear MACs of one eval-mode forward pass, for the network and each part (:func:`part_names`).
+def count_flops(
+    model: nn.Module, input_shape: Sequence[int], parts: Sequence[str] | None = None
+) -> dict[str, int]:
+    """2 x conv/linear MACs of one eval-mode forward pass, for the network and each of ``parts`` (submodule names;
+    default :func:`part_names`).
 
     Counted by ``torch.utils.flop_counter`` on the ``meta`` device: only shapes are computed, so a count at 128^3 or
     at Sauron's 160 x 160 x 80 patch costs no forward pass. The counter sees matrix products and convolutions
-    (dense, grouped/depthwise, transposed) only, which is the Table 1 convention. ``downscale`` is TEMPORARY and
-    ignored (the earlier counter ran a real forward at a reduced size); it goes with its callers.
+    (dense, grouped/depthwise, transposed) only, which is the Table 1 convention.
     """
     tensors = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
     modes = {m: m.training for m in model.modules()}
@@ -83,7 +86,7 @@ def count_flops(model: nn.Module, input_shape: Sequence[int], downscale: int = 1
         return int(sum(v for k, v in by_module.items() if k.startswith(prefix) and "." not in k[len(prefix) :]))
 
     flops = {"network": int(counter.get_total_flops())}
-    flops.update({name: part(name) for name in part_names(model)})
+    flops.update({name: part(name) for name in (part_names(model) if parts is None else parts)})
     return flops
 
 
@@ -112,7 +115,7 @@ def time_forward(
 @dataclass
 class Profile:
     """``params`` and ``flops`` map ``"network"`` and each of :func:`part_names` to counts of the built module;
-    ``head_params`` is the unused ImageNet head that seed 000 counted (0 where there is none)."""
+    ``head_params`` is the unused ImageNet head that Martinho's thesis counted (0 where there is none)."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -136,16 +139,16 @@ class Profile:
         return value
 
 
-def profile_model(name: str, model: nn.Module, input_shape: Sequence[int], flops_downscale: int = 1) -> Profile:
+def profile_model(name: str, model: nn.Module, input_shape: Sequence[int]) -> Profile:
     params = {"network": count_params(model)}
     params.update({part: count_params(_part(model, part)) for part in part_names(model)})
     head = int(getattr(getattr(model, "encoder", None), "imagenet_head_params", 0))
-    flops = count_flops(model, input_shape, flops_downscale)
+    flops = count_flops(model, input_shape)
     return Profile(name, tuple(input_shape), params, flops, head_params=head)
 
 
 def format_profiles(profiles: Sequence[Profile]) -> str:
-    """A Markdown table in the format of seed 000's Table 1 (FLOPs = 2 x MAC; "dec" = decoder conv stages; network and
+    """A Markdown table in the format of Martinho's Table 1 (FLOPs = 2 x MAC; "dec" = decoder conv stages; network and
     encoder parameters with the unused ImageNet head, as the thesis counted), plus the parameters the module really
     has ("used") and the head that makes the difference."""
     head = (

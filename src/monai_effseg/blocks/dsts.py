@@ -1,10 +1,11 @@
 """Depthwise spatiotemporal separate (DSTS) convolution and block (Zhang et al., "Light-Weight Hybrid Convolutional
-Network for Liver Tumour Segmentation", IJCAI 2019; seed 001 section 2.1.9, Fig. 2.6).
+Network for Liver Tumour Segmentation", IJCAI 2019), as described in Tustumi, "Automatic Liver Tumor Segmentation
+from CT Images Based on 2D and 3D Deep Neural Networks" (thesis, 2020), section 2.1.9, Fig. 2.6.
 
 :class:`DSTSConv` runs two depthwise branches on all ``c`` input channels in parallel, a *temporal* one along the first
 spatial axis (the slice axis: kernel ``k x 1 x 1``) and a *spatial* one across the others (``1 x k x k``), and
 concatenates them (``2c`` channels). The ``"dsts"`` block follows it with BN -> act -> pointwise ``2c -> out`` -> BN
--> [SE], plus the identity when size and width are kept (the inverted-residual layout of the other seed-001 blocks,
+-> [SE], plus the identity when size and width are kept (the inverted-residual layout of the thesis' other blocks,
 with the depthwise conv replaced by DSTS and no expansion: the DSTS tables have none). The SE sits on the block's
 ``out`` channels, with squeeze width ``int(in * se_ratio)``: with it, the parameter differences between the three
 DSTS presets equal the thesis' Table 4.3 differences (top -> default +0.84M, default -> bottom +0.36M); with the SE
@@ -25,12 +26,11 @@ convs plus a concatenation copy (the fragmentation ShuffleNetV2's guideline G3 w
 DSTS' slowness, section 4.1.2); the output order is the same interleaved one (temporal_i, spatial_i) in both forms,
 so the form can change at any time without touching the weights.
 
-**Folded form (3D, NCDHW).** PyTorch's CPU backend has no fast depthwise 3D convolution: both branches, and above all
-their backward pass, run the slow reference path (58% of a DSTS training step at the demo size). Each branch is a 2D
-problem in disguise, so in 3D it runs as a 2D depthwise conv, which has fast kernels: the ``1 x k x k`` branch folds
-depth into the batch, and the ``k x 1 x 1`` branch runs a ``k x 1`` kernel over ``(D, H*W)`` (a 1-wide kernel with
-stride ``s`` is the subsampling ``[::s]``, done before the fold). Same weights, same outputs; forward + backward
-1.2-4.5x faster (2 threads), a demo training step of ``dsts-3d-top`` 8.9 s -> 1.5 s (1 thread).
+**Folded form (3D, NCDHW, CPU).** PyTorch's CPU backend has no fast depthwise 3D convolution: both branches, and
+above all their backward pass, run its slow reference path. Each branch is a 2D problem in disguise, so in 3D it runs
+as a 2D depthwise conv, which has fast kernels: the ``1 x k x k`` branch folds depth into the batch, and the
+``k x 1 x 1`` branch runs a ``k x 1`` kernel over ``(D, H*W)`` (a 1-wide kernel with stride ``s`` is the subsampling
+``[::s]``, done before the fold). Same weights, same outputs (docs/deviations.md, "DSTS in 3D on CPU").
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ class DSTSConv(nn.Module):
         kernel_size: ``k`` of both branches.
         stride: stride of both branches (one int or one per axis).
         fused: run both branches as one grouped conv (see the module docstring; same outputs, same weights) where it
-            pays: 3x3 kernels on channels-last inputs. oneDNN runs it as one depthwise kernel there (2x faster than the
-            two branches at 1/4 resolution, 2 threads); on NCDHW tensors PyTorch sends a depth-multiplier-2 grouped
-            3D conv to its slow reference path (15x slower), and at k = 5 the zero-padded cube costs 4x the MACs.
+            pays: 3x3 kernels on channels-last inputs, which oneDNN runs as one depthwise kernel. Elsewhere the two
+            branches run: on NCDHW tensors PyTorch sends a depth-multiplier-2 grouped 3D conv to its slow reference
+            path, and at k = 5 the zero-padded cube costs 4x the MACs.
     """
 
     def __init__(
@@ -165,7 +165,7 @@ class DSTSBlock(ResidualBlock):
         fused: bool = True,
     ) -> None:
         if expand_ratio != 1:
-            raise ValueError(f"the DSTS block has no expansion (seed 001 Tables A.21-A.23); got expand={expand_ratio}")
+            raise ValueError(f"the DSTS block has no expansion (Tustumi's Tables A.21-A.23); got expand={expand_ratio}")
         mid = 2 * in_channels
         body = nn.Sequential()
         body.add_module("dsts", DSTSConv(spatial_dims, in_channels, _single_kernel(kernel_size), stride, fused))

@@ -4,7 +4,8 @@
   1x1 expand -> depthwise kxk (stride) -> SE -> 1x1 project. With ``expand_ratio=1`` there is no expand conv.
 - ``"ds"``: the depthwise-separable MBConv1 of EfficientNet's first stage (depthwise -> SE -> 1x1), i.e. MBConv, expand 1.
 - ``"fused_mbconv"``: Fused-MBConv (Tan & Le, EfficientNetV2, ICML 2021): kxk expand conv (stride) -> [SE] -> 1x1
-  project. With ``expand_ratio=1`` it is kxk (in -> in) + 1x1, as in the d-li14 PyTorch port that seed 000 counted.
+  project. With ``expand_ratio=1`` it is kxk (in -> in) + 1x1, as in the d-li14 PyTorch port that Martinho's thesis
+  ("Efficient Algorithms for Medical Image Segmentation") counted.
 - ``"cn"``: Fused-MBConv1 of the official EfficientNetV2 (timm ``cn``): one kxk conv.
 
 Every block adds its input back (through stochastic depth, Huang et al. 2016, EfficientNet's "drop connect") when the

@@ -1,14 +1,15 @@
-"""MobileNetV2 and MobileNetV3 blocks for 2D and 3D (seed 001 sections 2.1.11 and 3.1.5).
+"""MobileNetV2 and MobileNetV3 blocks for 2D and 3D, as used by Tustumi, "Automatic Liver Tumor Segmentation from CT
+Images Based on 2D and 3D Deep Neural Networks" (thesis, 2020), sections 2.1.11 and 3.1.5.
 
 - ``"inverted_residual"``: MobileNetV2's inverted residual (Sandler et al., CVPR 2018): 1x1 expand -> depthwise kxk
   (stride) -> [SE] -> 1x1 linear projection, ReLU6, identity shortcut when size and width are kept. It is the
-  :class:`~monai_effseg.blocks.mbconv.MBConv` structure with MobileNetV2's activation; the seed-001 tables add SE 0.25
+  :class:`~monai_effseg.blocks.mbconv.MBConv` structure with MobileNetV2's activation; Tustumi's tables add SE 0.25
   to it (their 2D default is "the same hyperparameters as Tan and Le", i.e. EfficientNet-B0's rows).
 - ``"mobilenetv3"``: MobileNetV3's block (Howard et al., ICCV 2019): the same structure with a per-row activation
   (``"relu"`` or ``"hardswish"``, passed through ``StageSpec.extra``) and an SE whose gate is a hard sigmoid.
 
 SE width (both blocks): ``int(in_channels * se_ratio)`` from the block's *input* width, as in EfficientNet. MobileNetV3
-itself uses ``make_divisible(expanded / 4, 8)``; with the seed-001 rows that would add ~2M parameters to the 2D default,
+itself uses ``make_divisible(expanded / 4, 8)``; with Tustumi's rows that would add ~2M parameters to the 2D default,
 which the thesis' Table 4.2 (3.64M for MobileNetV3 vs 3.76M for MobileNetV2) rules out.
 """
 
@@ -43,7 +44,7 @@ if "HARDSIGMOID" not in Act.names:
 
 
 LITE_NORM: tuple = ("batch", {})
-"""BatchNorm with PyTorch's defaults, the norm of every seed-001 lightweight block."""
+"""BatchNorm with PyTorch's defaults, the norm of every lightweight block of Tustumi's thesis."""
 
 MOBILENETV2_ACT: tuple = ("relu6", {"inplace": True})
 MOBILENETV3_ACTS = {"relu": ("relu", {"inplace": True}), "hardswish": ("hardswish", {"inplace": True})}

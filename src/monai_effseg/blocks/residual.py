@@ -1,4 +1,4 @@
-"""The residual block of seed 002's 3D U-Net (Hao, "Deep Learning-Based Cascade 3D Kidney Segmentation Method",
+"""The residual block of Hao's 3D U-Net (Hao, "Deep Learning-Based Cascade 3D Kidney Segmentation Method",
 MSc thesis, University of Melbourne 2024, section 3.2).
 
 The thesis adds "residual blocks [...] to both the encoder and decoder to prevent gradient vanishing", with IN and

@@ -1,4 +1,6 @@
-"""ShuffleNetV2 units for 2D and 3D (Ma et al., "ShuffleNet V2", ECCV 2018; seed 001 section 2.1.12, Fig. 2.10c/d).
+"""ShuffleNetV2 units for 2D and 3D (Ma et al., "ShuffleNet V2", ECCV 2018), as used by Tustumi,
+"Automatic Liver Tumor Segmentation from CT Images Based on 2D and 3D Deep Neural Networks" (thesis, 2020), section
+2.1.12, Fig. 2.10c/d.
 
 - ``"shufflenetv2"``: the unit a table row asks for: the basic unit where the row keeps size and width, else the
   downsampling unit (a row's first block, which strides and/or changes the width).
@@ -8,7 +10,7 @@ Basic unit (``in == out = c``, stride 1, ``b = c / 2``): split the channels in h
 the other goes through 1x1 -> BN -> ReLU -> depthwise kxk -> BN -> 1x1 -> BN -> ReLU [-> SE]; concatenate; shuffle.
 Downsampling unit (``in -> out``, ``b = out / 2``): branch 1 = depthwise kxk (stride) -> BN -> 1x1 (in -> b) -> BN -> ReLU;
 branch 2 = 1x1 (in -> b) -> BN -> ReLU -> depthwise kxk (stride) -> BN -> 1x1 -> BN -> ReLU [-> SE]; concatenate; shuffle.
-The seed-001 tables use it with stride 1 where a row only changes the width (e.g. 32 -> 16).
+Tustumi's tables use it with stride 1 where a row only changes the width (e.g. 32 -> 16).
 
 The tables give every ShuffleNetV2 row SE 0.25; as in the SE variant of ShuffleNetV2 it scales the output of the
 convolved branch, with squeeze width ``int(b * se_ratio)``.

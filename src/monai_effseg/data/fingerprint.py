@@ -51,7 +51,7 @@ AXES = "RAS"
 # Published values for inference without a training run. None marks a value the source does not give.
 DEFAULT_FINGERPRINTS: dict[str, dict[str, Any]] = {
     "kits19": {
-        "source": "nnU-Net KiTS19 3d_fullres plans (Isensee et al.), also used by Sauron (seed 004)",
+        "source": "nnU-Net KiTS19 3d_fullres plans (Isensee et al.), also used by Sauron (Valverde et al.)",
         "axes": AXES,
         "spacing": [0.78125, 0.78125, 3.0],
         "intensity": {"percentile_00_5": -79.0, "percentile_99_5": 304.0, "mean": 101.0, "std": 76.9, "median": None},
@@ -63,7 +63,7 @@ DEFAULT_FINGERPRINTS: dict[str, dict[str, Any]] = {
         "foreground_bbox_max_voxels": None,
     },
     "kits19_sauron": {
-        "source": "Sauron (seed 004, authors' code): resample to (3.22, 1.62, 1.62) mm (z, y, x), clip [-79, 304], "
+        "source": "Sauron (Valverde et al., their code): resample to (3.22, 1.62, 1.62) mm (z, y, x), clip [-79, 304], "
         "(x - 101) / 76.9",
         "axes": AXES,
         "spacing": [1.62, 1.62, 3.22],
@@ -76,7 +76,7 @@ DEFAULT_FINGERPRINTS: dict[str, dict[str, Any]] = {
         "foreground_bbox_max_voxels": None,
     },
     "lits": {
-        "source": "seed 001: clip HU to [-200, 200], then min-max to [0, 1]; no resampling (in-plane resize instead)",
+        "source": "Tustumi: clip HU to [-200, 200], then min-max to [0, 1]; no resampling (in-plane resize instead)",
         "axes": AXES,
         "spacing": None,
         "intensity": {"percentile_00_5": None, "percentile_99_5": None, "mean": None, "std": None, "median": None},

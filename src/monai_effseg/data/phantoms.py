@@ -27,7 +27,7 @@ LITS_CLASSES = {"background": 0, "liver": 1, "tumor": 2}
 
 # Tissue ids, in painting order (a later tissue overwrites an earlier one).
 (AIR, FAT, MUSCLE, VISCERAL, BOWEL_WALL, BOWEL_AIR, SPLEEN, LIVER, LIVER_VESSEL, LESION, KIDNEY_CORTEX, KIDNEY_MEDULLA,
- SINUS, RENAL_TUMOR, RENAL_CYST, AORTA, IVC, BONE_CORTEX, BONE, DISC, CANAL) = range(21)
+ SINUS, RENAL_TUMOUR, RENAL_CYST, AORTA, IVC, BONE_CORTEX, BONE, DISC, CANAL) = range(21)
 
 
 @dataclass
@@ -111,7 +111,7 @@ class _Painter:
 def _sample_geometry(rng: np.random.Generator, shape: tuple[int, int, int]):
     """Grid shape, spacing and body half-width (mm) of one case."""
     nx, ny, nz_nominal = shape
-    # In-plane 0.7-1.0 mm on a 512 matrix, scaled as if that matrix were 256 voxels wide (seed 001's size).
+    # In-plane 0.7-1.0 mm on a 512 matrix, scaled as if that matrix were 256 voxels wide (Tustumi's size).
     in_plane = float(rng.uniform(0.7, 1.0) * 256.0 / max(nx, ny))
     slice_mm = float(rng.choice([2.5, 3.0, 4.0, 5.0], p=[0.2, 0.3, 0.25, 0.25]))
     half_width = in_plane * min(nx, ny) / 2.0 * rng.uniform(0.82, 0.92)
@@ -225,10 +225,10 @@ def make_phantom(
         painter.paint(grid.ellipsoid(centre, semi * 0.62, rot), KIDNEY_MEDULLA, kidney & cavity)
         painter.paint(sinus, SINUS, kidney & cavity)
         kidneys.append((centre, semi, rot, side))
-    n_tumors = 1 + int(rng.random() < 0.25)
-    for _ in range(n_tumors):
-        _paint_renal_mass(painter, kidneys[int(rng.integers(2))], RENAL_TUMOR, rng.uniform(16, 34) * s, cavity)
-    painter.hu[RENAL_TUMOR] = rng.uniform(50, 85)
+    n_tumours = 1 + int(rng.random() < 0.25)
+    for _ in range(n_tumours):
+        _paint_renal_mass(painter, kidneys[int(rng.integers(2))], RENAL_TUMOUR, rng.uniform(16, 34) * s, cavity)
+    painter.hu[RENAL_TUMOUR] = rng.uniform(50, 85)
     if cysts and rng.random() < 0.7:
         for _ in range(int(rng.integers(1, 3))):
             _paint_renal_mass(painter, kidneys[int(rng.integers(2))], RENAL_CYST, rng.uniform(5, 13) * s, cavity)
@@ -262,10 +262,10 @@ def _paint_renal_mass(painter: _Painter, kidney, tissue: int, radius: float, cav
     depth = rng.uniform(0.55, 1.05)
     mass_centre = centre + rot @ (direction * semi * depth)
     mass = grid.ellipsoid(mass_centre, radius * rng.uniform(0.8, 1.2, 3), _rotation(rng, (30, 30, 30)))
-    if tissue == RENAL_TUMOR and rng.random() < 0.5:  # lobulated
+    if tissue == RENAL_TUMOUR and rng.random() < 0.5:  # lobulated
         bump = mass_centre + _unit_vector(rng) * radius * 0.7
         mass = mass | grid.ellipsoid(bump, np.full(3, radius * rng.uniform(0.4, 0.7)))
-    painter.paint(mass, tissue, cavity & ~np.isin(painter.tissue, (RENAL_TUMOR,)))
+    painter.paint(mass, tissue, cavity & ~np.isin(painter.tissue, (RENAL_TUMOUR,)))
 
 
 def _paint_liver_lesions(painter: _Painter, liver: np.ndarray, count: int) -> None:
@@ -316,7 +316,7 @@ def _render(painter: _Painter, kind: str) -> tuple[np.ndarray, np.ndarray]:
         lut[tissue_id] = hu
     image = lut[tissue]
     texture = _smooth_noise(rng, shape, (2.0, 2.0, 1.0))
-    heterogeneous = np.isin(tissue, (RENAL_TUMOR, LESION))
+    heterogeneous = np.isin(tissue, (RENAL_TUMOUR, LESION))
     image += np.where(heterogeneous, 12.0, 4.0).astype(np.float32) * texture
     # partial volume at edges, then quantum noise with a short correlation length
     image = ndimage.gaussian_filter(image, (0.6, 0.6, 0.35))
@@ -326,7 +326,7 @@ def _render(painter: _Painter, kind: str) -> tuple[np.ndarray, np.ndarray]:
     label = np.zeros(shape, dtype=np.uint8)
     if kind == "kits":
         label[np.isin(tissue, (KIDNEY_CORTEX, KIDNEY_MEDULLA))] = KITS_CLASSES["kidney"]
-        label[tissue == RENAL_TUMOR] = KITS_CLASSES["tumor"]
+        label[tissue == RENAL_TUMOUR] = KITS_CLASSES["tumor"]
         label[tissue == RENAL_CYST] = KITS_CLASSES["cyst"]
     else:
         label[np.isin(tissue, (LIVER, LIVER_VESSEL))] = LITS_CLASSES["liver"]

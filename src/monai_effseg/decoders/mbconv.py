@@ -1,5 +1,5 @@
-"""The FullyEfficient decoder of seed 000 (Martinho, "Efficient Algorithms for Medical Image Segmentation", section
-III.B, Fig. 8): nnU-Net's decoder with every level's two convs replaced by two MBConv blocks (kernel from the level,
+"""The FullyEfficient decoder of Martinho, "Efficient Algorithms for Medical Image Segmentation" (MSc thesis), section
+III.B, Fig. 8: nnU-Net's decoder with every level's two convs replaced by two MBConv blocks (kernel from the level,
 expand 6, SE 0.25). Upsampling stays nnU-Net's transposed conv, followed by the concatenation with the skip.
 
 The thesis does not name the decoder's norm and activation; we keep nnU-Net's InstanceNorm (batches of 2 patches)

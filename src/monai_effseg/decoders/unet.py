@@ -2,8 +2,9 @@
 
 Per level (deepest first): transposed conv (kernel = stride) -> concat with the encoder skip -> a stage of
 ``blocks_per_stage`` registered blocks -> 1x1 segmentation head. With ``block="conv"`` this is nnU-Net's
-``Generic_UNet`` decoder (Isensee et al., Nature Methods 2021); with ``block="mbconv"`` it is the FullyEfficient
-decoder of seed 000 (Martinho, "Efficient Algorithms for Medical Image Segmentation", section III.B).
+``Generic_UNet`` decoder (Isensee et al., Nature Methods 2021), registered as ``"nnunet"`` (``"generic"``, after
+``Generic_UNet``, is kept as an alias because bundle configs name it); with ``block="mbconv"`` it is the FullyEfficient
+decoder of Martinho, "Efficient Algorithms for Medical Image Segmentation" (MSc thesis), section III.B.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from monai_effseg.blocks import StageSpec, build_stage
 from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec, conv, per_stage, transposed_conv
 from monai_effseg.blocks.layers import act as act_layer
 from monai_effseg.blocks.layers import norm as norm_layer
-from monai_effseg.decoders.registry import register_decoder
+from monai_effseg.decoders.registry import DECODERS, register_decoder
 
 
-@register_decoder("generic")
+@register_decoder("nnunet")
 class UNetDecoder(nn.Module):
     """nnU-Net-style decoder over any encoder.
 
@@ -31,7 +32,7 @@ class UNetDecoder(nn.Module):
         encoder_strides: the encoder's ``strides``; level ``l`` upsamples by ``encoder_strides[l + 1]``.
         out_channels: number of classes.
         decoder_channels: width of each decoder level, highest resolution first. Defaults to the encoder's widths
-            (nnU-Net); seed 000 uses ``min(32 * 2**l, 320)`` on EfficientNet encoders.
+            (nnU-Net); Martinho's thesis uses ``min(32 * 2**l, 320)`` on EfficientNet encoders.
         kernel_sizes: one kernel for every level, or one per level (highest resolution first).
         block, blocks_per_stage, expand_ratio, se_ratio: the registered block that each level stacks.
         deep_supervision: build a 1x1 head on every level and, while training, return all their logits (highest
@@ -40,7 +41,7 @@ class UNetDecoder(nn.Module):
             (Sauron's nnU-Net: 3). ``None``: every level.
         transpose_bias, head_bias: nnU-Net v1 ``Generic_UNet`` has neither; v2 ``PlainConvUNet`` has both.
         upsample_norm_act: follow every transposed conv with ``norm`` and ``act`` ("deConv3D + IN + LeakyReLU",
-            seed 002 section 3.2); nnU-Net has a bare transposed conv.
+            Hao's section 3.2); nnU-Net has a bare transposed conv.
         block_kwargs: passed to every block (e.g. ``bias=True``).
     """
 
@@ -112,3 +113,6 @@ class UNetDecoder(nn.Module):
         for i, head in enumerate(self.heads):  # TorchScript cannot zip a ModuleList with a list
             logits.append(head(hidden[first + i]))
         return logits[::-1]
+
+
+DECODERS.alias("generic", "nnunet")  # the old name, still in bundle configs

@@ -1,8 +1,8 @@
-"""EfficientNet b0-b7 and EfficientNetV2 S/M/L encoders as stage tables, with seed 000's U-Net modifications.
+"""EfficientNet b0-b7 and EfficientNetV2 S/M/L encoders as stage tables, with Martinho's U-Net modifications.
 
 Architectures: Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs", ICML 2019 (table 1, compound scaling) and
 "EfficientNetV2: Smaller Models and Faster Training", ICML 2021 (tables 4 and 7). Modifications: Martinho, "Efficient
-Algorithms for Medical Image Segmentation" (seed 000), section III.A:
+Algorithms for Medical Image Segmentation" (MSc thesis), section III.A:
 
 - the stem conv has stride 1 (a full-resolution skip) and the first block stage takes over its stride 2;
 - the ImageNet head (1x1 conv, pooling, FC) is pruned; it is not built here, only counted by :func:`imagenet_head_params`
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import NamedTuple
 
 from monai_effseg.blocks import StageSpec
 from monai_effseg.blocks.layers import LayerSpec
@@ -26,18 +27,32 @@ from monai_effseg.blocks.silu import EFFICIENTNET_ACT, EFFICIENTNET_NORM
 from monai_effseg.encoders.registry import ENCODERS
 from monai_effseg.encoders.table import TableEncoder
 
-Row = tuple  # (block, repeats, kernel, stride, expand, out_channels, se_ratio)
+class Row(NamedTuple):
+    """One stage of a published EfficientNet table (the input width is the previous row's ``out_channels``)."""
+
+    block: str
+    repeats: int
+    kernel: int
+    stride: int
+    expand: float
+    out_channels: int
+    se: float
 
 
 @dataclass(frozen=True)
 class EfficientNetArch:
-    """An ImageNet EfficientNet as published: stem conv3 (stride 2) -> block stages -> head conv1x1 -> pool -> FC."""
+    """An ImageNet EfficientNet as published: stem conv3 (stride 2) -> block stages -> head conv1x1 -> pool -> FC.
+
+    ``stages`` may be given as plain tuples in :class:`Row` order; they are stored as :class:`Row`."""
 
     stem: int
     stages: tuple[Row, ...]
     head: int
     se_divisor: int = 1  # 8: the d-li14 port's make_divisible(in // 4, 8) squeeze width
     stem_stride: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(Row(*row) for row in self.stages))
 
 
 # block, repeats, kernel, stride, expand, out, se
@@ -115,8 +130,8 @@ def compound_scaled(arch: EfficientNetArch, width: float = 1.0, depth: float = 1
     if width == 1.0 and depth == 1.0:
         return arch
     stages = tuple(
-        (block, math.ceil(repeats * depth), k, s, e, make_divisible(out * width, 8), se)
-        for block, repeats, k, s, e, out, se in arch.stages
+        row._replace(repeats=math.ceil(row.repeats * depth), out_channels=make_divisible(row.out_channels * width, 8))
+        for row in arch.stages
     )
     return replace(
         arch, stem=make_divisible(arch.stem * width, 8), stages=stages, head=make_divisible(arch.head * width, 8)
@@ -124,10 +139,10 @@ def compound_scaled(arch: EfficientNetArch, width: float = 1.0, depth: float = 1
 
 
 def dli14_port(arch: EfficientNetArch) -> EfficientNetArch:
-    """The d-li14 "EfficientNetV2.pytorch" port that seed 000's Table 1 counts (tests/data/reference/architectures.md
+    """The d-li14 "EfficientNetV2.pytorch" port that Martinho's Table 1 counts (tests/data/reference/architectures.md
     section 4): a 24-channel stem for every size, Fused-MBConv with expand 1 (kxk + 1x1) in place of the single-conv
     ``cn``, squeeze width ``make_divisible(in // 4, 8)`` and a 1792-wide head."""
-    stages = tuple(("fused_mbconv" if row[0] == "cn" else row[0], *row[1:]) for row in arch.stages)
+    stages = tuple(row._replace(block="fused_mbconv") if row.block == "cn" else row for row in arch.stages)
     return replace(arch, stem=24, stages=stages, head=1792, se_divisor=8)
 
 
@@ -146,9 +161,9 @@ def efficientnet_arch(name: str, flavour: str = "dli14") -> EfficientNetArch:
 
 
 def efficientnet_stage_table(arch: EfficientNetArch, in_channels: int, stem_stride_to_first_stage: bool = True):
-    """Stage rows (stem first). With ``stem_stride_to_first_stage`` (seed 000) the stem keeps the resolution and the first
-    block stage strides instead."""
-    stem_stride, first_stride = arch.stem_stride, arch.stages[0][3]
+    """Stage rows (stem first). With ``stem_stride_to_first_stage`` (Martinho) the stem keeps the resolution and the
+    first block stage strides instead."""
+    stem_stride, first_stride = arch.stem_stride, arch.stages[0].stride
     if stem_stride_to_first_stage:
         stem_stride, first_stride = 1, first_stride * arch.stem_stride
     rows = [StageSpec("conv", 1, 3, stem_stride, 1.0, in_channels, arch.stem, extra={"bias": False})]
@@ -162,14 +177,14 @@ def efficientnet_stage_table(arch: EfficientNetArch, in_channels: int, stem_stri
 
 def skip_stages(rows) -> list[int]:
     """The rows whose outputs are skip features: each resolution's last row, i.e. the last row and every row followed
-    by a strided one (seed 000 Fig. 7: b0 gives the stem, stages 1, 2, 3, 5 and 7)."""
+    by a strided one (Martinho's Fig. 7: b0 gives the stem, stages 1, 2, 3, 5 and 7)."""
     strided = [any(s != 1 for s in (row.stride if isinstance(row.stride, tuple) else (row.stride,))) for row in rows]
     return [i for i in range(len(rows)) if i == len(rows) - 1 or strided[i + 1]]
 
 
 def imagenet_head_params(arch: EfficientNetArch, num_classes: int = 1000) -> int:
     """Parameters of the pruned ImageNet head: 1x1 conv (no bias) to ``arch.head``, BatchNorm, FC with bias."""
-    last = arch.stages[-1][5]
+    last = arch.stages[-1].out_channels
     return last * arch.head + 2 * arch.head + arch.head * num_classes + num_classes
 
 
@@ -178,7 +193,7 @@ class EfficientNetEncoder(TableEncoder):
 
     Attributes:
         arch: the (scaled) architecture.
-        imagenet_head_params: parameters of the ImageNet head seed 000 counted but never ran (not built here).
+        imagenet_head_params: parameters of the ImageNet head Martinho's thesis counted but never ran (not built here).
     """
 
     def __init__(
@@ -212,7 +227,7 @@ def efficientnet_encoder(
     drop_connect_rate: float = 0.2,
     stem_channels: int | None = None,
 ) -> EfficientNetEncoder:
-    """A seed-000 EfficientNet encoder by name (``"b0"``, ``"v2-s"``, ...).
+    """An EfficientNet encoder with Martinho's modifications, by name (``"b0"``, ``"v2-s"``, ...).
 
     ``width_coefficient``/``depth_coefficient`` scale it further (on top of b0..b7's own coefficients), e.g. to make a
     CPU demo small. ``stem_channels`` overrides the stem width (before that scaling): ``efficientnetv2-l`` with 32 is

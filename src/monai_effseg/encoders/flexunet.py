@@ -1,4 +1,5 @@
-"""Seed-000 EfficientNet(V2) encoders as MONAI ``FlexibleUNet`` backbones.
+"""The EfficientNet(V2) encoders of Martinho, "Efficient Algorithms for Medical Image Segmentation" (MSc thesis), as
+MONAI ``FlexibleUNet`` backbones.
 
 Importing :mod:`monai_effseg.encoders` (which :mod:`monai_effseg.nets` does) registers them in MONAI's
 ``FLEXUNET_BACKBONE`` as ``"efficientnet-b0-3d"`` .. ``"efficientnet-b7-3d"`` and ``"efficientnetv2-s-3d"`` /
@@ -40,7 +41,8 @@ def flexunet_name(encoder_name: str) -> str:
 
 
 class EfficientNetFlexEncoder(EfficientNetEncoder, BaseEncoder):
-    """A seed-000 EfficientNet(V2) encoder that returns the 5 features at 1/2 .. 1/32 (the stem skip dropped).
+    """An EfficientNet(V2) encoder of Martinho's thesis that returns the 5 features at 1/2 .. 1/32 (the stem skip
+    dropped).
 
     Args:
         arch_name: ``"b0"``..``"b7"`` or ``"v2-s"``/``"v2-m"``/``"v2-l"`` (d-li14 flavour, as the thesis).
@@ -52,7 +54,7 @@ class EfficientNetFlexEncoder(EfficientNetEncoder, BaseEncoder):
     def __init__(self, arch_name: str, spatial_dims: int = 3, in_channels: int = 1, pretrained: bool = False, **kwargs):
         if pretrained:
             names = [n for n, arch in EFFICIENTNET_ENCODERS.items() if arch == arch_name] or [arch_name]
-            raise ValueError(f"no pretrained weights exist for the seed-000 encoder {flexunet_name(names[0])!r}")
+            raise ValueError(f"no pretrained weights exist for Martinho's encoder {flexunet_name(names[0])!r}")
         super().__init__(efficientnet_arch(arch_name), spatial_dims, in_channels, **kwargs)
         self.out_channels = self.out_channels[1:]
         self.strides = self.strides[1:]

@@ -1,5 +1,5 @@
-"""The lightweight encoders of seed 001 (Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on 2D and
-3D Deep Neural Networks", 2020): every stage table A.3-A.23 as a named preset, encoded as data.
+"""The lightweight encoders of Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on 2D and 3D Deep
+Neural Networks" (thesis, 2020): every stage table A.3-A.23 as a named preset, encoded as data.
 
 A family lists its columns once (kernel, stride, expansion, widths, SE: identical within a family) and each table
 only its *repetitions*, the one column the top/default/bottom sets change ("the top set increases the shallower
@@ -16,7 +16,7 @@ Readings of the tables (docs/deviations.md lists each with its reason):
 - A.19 and A.20 have swapped captions: A.20 ("shallower") puts 4-5 blocks in every deep stage and A.19 ("deeper")
   two in the first, and Table 4.3 ranks the 3D ShuffleNetV2 top < bottom in parameters, as A.19 < A.20 (LiteUNet:
   1.57M < 1.84M). So ``shufflenetv2-3d-top`` = A.19 and ``shufflenetv2-3d-bottom`` = A.20. Table 4.3's default
-  (A.18) between them is not reproduced: its LiteUNet has 1.48M, the fewest (docs/deviations.md, seed 001 fidelity).
+  (A.18) between them is not reproduced: its LiteUNet has 1.48M, the fewest (docs/deviations.md, LiTS fidelity).
 - A.21-A.23 (DSTS) print an "Expansion Ratio" header without values: DSTS has no expansion.
 - MobileNetV3 activations (not in the tables): MobileNetV3-Large's, ReLU up to the 40-channel stage, h-swish from
   the 80-channel stage on, h-swish in the stem.
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from monai.utils import ensure_tuple
 
@@ -38,7 +38,7 @@ from monai_effseg.blocks.shufflenet import SHUFFLENET_ACT
 from monai_effseg.encoders.registry import register_encoder
 from monai_effseg.encoders.table import TableEncoder
 
-__all__ = ["FAMILIES", "PRESETS", "SLABS", "LiteFamily", "LitePreset", "lite_encoder", "preset_rows"]
+__all__ = ["FAMILIES", "PRESETS", "SLABS", "Slab", "LiteFamily", "LitePreset", "lite_encoder", "preset_rows"]
 
 S2 = [1, 2, 2, 2, 1, 2, 1]
 S3 = [(1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1), (1, 2, 2), (1, 1, 1)]
@@ -49,9 +49,16 @@ MBV3_SE = [0.0, 0.0, 0.25, 0.0, 0.25, 0.25, 0.25]
 MBV3_ACTS = ["relu", "relu", "relu", "hardswish", "hardswish", "hardswish", "hardswish"]
 WIDTHS_2D = [32, 16, 24, 40, 80, 112, 192, 320]
 
-# (slices in, slices out) per spatial_dims (Tustumi section 3.1.2): 2.5D takes 9 slices as channels and predicts the
-# middle one; 3D takes a slab of 8 and predicts its middle 4.
-SLABS = {2: (9, 1), 3: (8, 4)}
+class Slab(NamedTuple):
+    """Slices a slab network takes in and predicts."""
+
+    in_slices: int
+    out_slices: int
+
+
+# per spatial_dims (Tustumi's section 3.1.2): 2.5D takes 9 slices as channels and predicts the middle one; 3D takes a
+# slab of 8 and predicts its middle 4.
+SLABS = {2: Slab(in_slices=9, out_slices=1), 3: Slab(in_slices=8, out_slices=4)}
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,7 @@ def _register(name: str) -> None:
     def build(spatial_dims: Optional[int] = None, in_channels: int = 1, **kwargs: Any) -> TableEncoder:
         return lite_encoder(name, in_channels, spatial_dims, **kwargs)
 
-    build.__doc__ = f"seed 001 Table {PRESETS[name].table}: {PRESETS[name].caption}."
+    build.__doc__ = f"Tustumi's Table {PRESETS[name].table}: {PRESETS[name].caption}."
     register_encoder(name)(build)
 
 

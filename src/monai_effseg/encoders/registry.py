@@ -11,5 +11,5 @@ register_encoder = ENCODERS.register
 
 
 def build_encoder(name: str, spatial_dims: int, in_channels: int, **kwargs):
-    """Build a registered encoder by name, e.g. ``build_encoder("generic", 3, 1, features=[32, 64, 128])``."""
+    """Build a registered encoder by name, e.g. ``build_encoder("nnunet", 3, 1, features=[32, 64, 128])``."""
     return ENCODERS.get(name)(spatial_dims=spatial_dims, in_channels=in_channels, **kwargs)

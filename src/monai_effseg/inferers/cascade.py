@@ -1,4 +1,5 @@
-"""Whole-CT inference of seed 002's two-stage cascade (Hao 2024, section 3.1, Figure 3.1).
+"""Whole-CT inference of the two-stage cascade of Hao, "Deep Learning-Based Cascade 3D Kidney Segmentation Method"
+(MSc thesis, University of Melbourne, 2024), section 3.1, Figure 3.1.
 
 Stage 1: crop a fixed-size ROI (around the body), downsample, segment with a sliding window, upsample back.
 Stage 2: crop a fixed-size box centred on stage 1's label from the CT and from stage 1's segmentation, stack them
@@ -122,7 +123,7 @@ class CascadeInferer(Inferer):
     def stage1_label(self, probs: torch.Tensor) -> torch.Tensor:
         """Stage 1's label map ``(1, *spatial)`` (float), reduced to the kidney pair and its attached tumour."""
         label = probs.argmax(0).cpu().numpy().astype(np.uint8)
-        label = keep_kidney_pair(label, tumor_labels=tuple(range(2, probs.shape[0])),
+        label = keep_kidney_pair(label, tumour_labels=tuple(range(2, probs.shape[0])),
                                  second_min_ratio=self.second_min_ratio)  # fmt: skip
         return torch.from_numpy(label)[None].to(device=probs.device, dtype=torch.float32)
 

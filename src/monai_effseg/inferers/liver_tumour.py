@@ -1,4 +1,5 @@
-"""Seed 001's two-stage liver-then-tumour inference on whole CT volumes (Tustumi 2020, sections 3.1.6-3.1.8).
+"""Two-stage liver-then-tumour inference on whole CT volumes (Tustumi, "Automatic Liver Tumor Segmentation from CT
+Images Based on 2D and 3D Deep Neural Networks", thesis, 2020, sections 3.1.6-3.1.8).
 
 1. Stage 1 (the liver network) on every slice; liver = probability > ``liver_threshold``; keep its largest connected
    component ("classify it as the liver, thus eliminating most of the small false positives").

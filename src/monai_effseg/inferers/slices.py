@@ -1,5 +1,6 @@
 """Whole-volume inference with slab networks: 2.5D (9 slices in as channels, the middle slice out) and 3D (8 slices
-in, the middle 4 out), seed 001 sections 3.1.2 and 3.1.5.
+in, the middle 4 out): Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on 2D and 3D Deep Neural
+Networks" (thesis, 2020), sections 3.1.2 and 3.1.5.
 
 The volume is ``(B, C, X, Y, Z)`` with the slices on ``slice_axis`` (MONAI's RAS arrays: the last axis). Every output
 slice is predicted exactly once: windows of ``in_slices`` step by ``out_slices``, and the slices beyond the volume's
@@ -52,8 +53,8 @@ class SliceStackInferer(Inferer):
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         self.spatial_dims = spatial_dims
-        self.in_slices = in_slices or SLABS[spatial_dims][0]
-        self.out_slices = out_slices or SLABS[spatial_dims][1]
+        self.in_slices = in_slices or SLABS[spatial_dims].in_slices
+        self.out_slices = out_slices or SLABS[spatial_dims].out_slices
         if (self.in_slices - self.out_slices) % 2:
             raise ValueError(f"in_slices - out_slices must be even (centred output), got {in_slices}, {out_slices}")
         if spatial_dims == 2 and self.out_slices != 1:

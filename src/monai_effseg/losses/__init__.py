@@ -1,5 +1,5 @@
-"""Losses: MSS U-Net's exponential-logarithmic Dice + weighted CE, weighted deep supervision, and seed 002's
-generalized Dice + surface Dice combination."""
+"""Losses: MSS U-Net's exponential-logarithmic Dice + weighted CE, weighted deep supervision, and the
+generalized Dice + surface Dice combination of Hao's cascade thesis."""
 
 from monai_effseg.losses.deep_supervision import (
     MSS_CODE_DS_WEIGHTS,

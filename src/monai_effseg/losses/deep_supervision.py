@@ -10,7 +10,7 @@ This subclass adds what it lacks for our recipes:
 - the loss keeps the outputs' float precision (upstream casts every output to float32), which keeps float64
   gradient checks meaningful; half-precision outputs are still promoted to float32.
 
-Presets: MSS U-Net paper (seed 003) 0.4, 0.2, 0.2, 0.1, 0.1 from full resolution down; the authors' code
+Presets: the MSS U-Net paper's 0.4, 0.2, 0.2, 0.1, 0.1 from full resolution down; the authors' code
 0.6, 0.1, 0.1, 0.1, 0.1; nnU-Net 1, 1/2, 1/4, ... with the lowest level 0, normalised.
 """
 

@@ -1,4 +1,5 @@
-"""Exponential-logarithmic soft Dice + weighted cross-entropy of MSS U-Net (seed 003, eq. 5-8).
+"""Exponential-logarithmic soft Dice + weighted cross-entropy of MSS U-Net (Zhao, Jiang, Pena Queralta,
+Westerlund, "MSS U-Net", Informatics in Medicine Unlocked 2020, eq. 5-8).
 
 Per output level: ``L = sum_k w_k (-ln SD_k)^gamma + CE_weighted`` with, in the paper, k in {kidney, tumour},
 w = (0.4, 0.6), gamma = 0.3 and CE class weights (0.28, 0.28, 0.44) for (background, kidney, tumour).

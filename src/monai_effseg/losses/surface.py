@@ -1,6 +1,7 @@
-"""Generalized Dice + surface Dice loss: the training form of seed 002's section 3.3 score.
+"""Generalized Dice + surface Dice loss: the training form of Hao's section 3.3 score.
 
-Seed 002 (cascade thesis) averages the generalized Dice (Sudre et al. 2017, its eq. 2.2) and the surface Dice and
+Hao, "Deep Learning-Based Cascade 3D Kidney Segmentation Method" (MSc thesis, University of Melbourne, 2024),
+averages the generalized Dice (Sudre et al. 2017, its eq. 2.2) and the surface Dice and
 says, in section 5.1, that this combination was used "as the loss function". The surface Dice is not
 differentiable (hard boundaries, thresholded distances), and the thesis gives no surrogate, tolerance or code, so
 this module defines one and documents it:
@@ -70,13 +71,13 @@ def soft_surface_dice(
 
 
 class GeneralizedSurfaceDiceLoss(_Loss):
-    """``1 - (GDC + SD) / 2``: generalized Dice and soft surface Dice averaged (seed 002, sections 3.3 and 5.1).
+    """``1 - (GDC + SD) / 2``: generalized Dice and soft surface Dice averaged (Hao's sections 3.3 and 5.1).
 
     Args:
         include_background: include channel 0 in both terms.
-        tolerance: surface tolerance in voxels per spatial axis (seed 002 gives none; 1 voxel at nnU-Net-like
+        tolerance: surface tolerance in voxels per spatial axis (Hao's thesis gives none; 1 voxel at nnU-Net-like
             spacings is close to the KiTS21 ~1.1 mm).
-        w_type: generalized Dice class weighting ("square" = Sudre et al., as in seed 002 eq. 2.2).
+        w_type: generalized Dice class weighting ("square" = Sudre et al., as in Hao's eq. 2.2).
         smooth: smoothing of the surface term.
         batch: sum the surface term over the batch (like ``GeneralizedDiceLoss(batch=True)``).
 

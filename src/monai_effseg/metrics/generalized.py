@@ -1,4 +1,5 @@
-"""Seed 002 (cascade thesis) section 3.3: the average of generalized Dice and surface Dice.
+"""Hao, "Deep Learning-Based Cascade 3D Kidney Segmentation Method" (MSc thesis, University of Melbourne, 2024),
+section 3.3: the average of generalized Dice and surface Dice.
 
 The thesis calls this combination its "evaluation matrix": "By averaging these two Dice scores, the final Dice
 score provides a balanced assessment, guiding the model's improvement" (section 3.3); its conclusion (5.1) says the
@@ -32,7 +33,7 @@ def generalized_dice_surface_score(
     labels: Sequence[int] = (1, 2),
     tolerances_mm: Sequence[float] = (KITS21_SD_TOLERANCES_MM["kidney_and_mass"], KITS21_SD_TOLERANCES_MM["tumor"]),
 ) -> dict[str, float]:
-    """``{"generalized_dice", "surface_dice", "score"}`` of one case, ``score`` = their mean (seed 002 sec. 3.3)."""
+    """``{"generalized_dice", "surface_dice", "score"}`` of one case, ``score`` = their mean (Hao's sec. 3.3)."""
     if len(labels) != len(tolerances_mm):
         raise ValueError(f"one tolerance per label needed: labels {tuple(labels)}, tolerances {tuple(tolerances_mm)}")
     pred, gt = crop_to_union(as_label_array(pred), as_label_array(gt))

@@ -1,4 +1,5 @@
-"""Lesion-level detection and size-grouped Dice (seed 001, sections 3.2.1 and 4.1.1).
+"""Lesion-level detection and size-grouped Dice (Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on
+2D and 3D Deep Neural Networks", thesis, 2020, sections 3.2.1 and 4.1.1).
 
 Correspondence, as the thesis describes it (section 3.2.1):
 
@@ -37,7 +38,7 @@ IOU_THRESHOLDS = {"iou_gt0": 0.0, "iou50": 0.5}
 
 
 def size_group(voxels: int) -> str:
-    """Tumour size group of seed 001 Table 4.1 (voxel counts)."""
+    """Tumour size group of Tustumi's Table 4.1 (voxel counts)."""
     if voxels < 1000:
         return "small"
     return "medium" if voxels <= 10000 else "large"
@@ -87,7 +88,7 @@ def _find(parent: np.ndarray, i: int) -> int:
 
 
 def match_lesions(pred: np.ndarray, gt: np.ndarray, connectivity: int | None = None) -> LesionMatch:
-    """Build the seed-001 lesion correspondence between binary lesion masks ``pred`` and ``gt``.
+    """Build Tustumi's lesion correspondence between binary lesion masks ``pred`` and ``gt``.
 
     ``connectivity`` is the number of orthogonal hops that make two voxels neighbours (``None``: full, i.e.
     26-connectivity in 3D).

@@ -1,11 +1,12 @@
-"""LiTS evaluation protocol (Bilic et al., arXiv 1901.04056; seed 001 section 3.2).
+"""LiTS evaluation protocol (Bilic et al., arXiv 1901.04056), as Tustumi, "Automatic Liver Tumor Segmentation from CT
+Images Based on 2D and 3D Deep Neural Networks" (thesis, 2020), section 3.2, uses it.
 
 Regions: liver = label >= 1 (liver and tumour), tumor = label 2. Per region and case:
 
 - ``dice``: 2|P∩G| / (|P|+|G|), 1 when both are empty (medpy ``dc``, used by the LiTS script, returns 0 there).
   Challenge "Dice per case" = mean of these; "Dice global" pools ``intersection`` and volumes over all cases.
 - ``voe``: 1 - Jaccard (LiTS script ``1 - metric.jc``); 0 when both are empty.
-- ``rvd``: (|P| - |G|) / |G|, the textbook relative volume difference (seed 001 eq. 3.5; medpy ``ravd(P, G)``).
+- ``rvd``: (|P| - |G|) / |G|, the textbook relative volume difference (Tustumi's eq. 3.5; medpy ``ravd(P, G)``).
 - ``rvd_lits_script``: (|G| - |P|) / |P|, what the official script computes (``metric.ravd(label, pred)``, the
   arguments swapped). NaN when its denominator is 0.
 - ``assd``: pooled mean surface distance, 6-connected voxel-centre edges = medpy 0.5 ``assd`` = MONAI
@@ -73,7 +74,7 @@ def lits_case_metrics(
         lesion_connectivity: connectivity of the lesion components (``None``: full, 26 in 3D).
         lits_script_assd: also compute the LiTS-script 18-connectivity ASSD (one more distance pass).
 
-    Lesion keys (tumour label, seed 001 section 3.2.1, see :mod:`monai_effseg.metrics.lesions`):
+    Lesion keys (tumour label, Tustumi's section 3.2.1, see :mod:`monai_effseg.metrics.lesions`):
     ``lesions_reference``, ``lesion_{tp,fp,recall,precision}_{iou_gt0,iou50}``, ``lesions_{small,medium,large}``,
     ``lesion_dice_{small,medium,large}`` and ``lesion_dice_sum_*`` for pooling.
     """

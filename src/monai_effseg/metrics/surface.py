@@ -3,7 +3,12 @@
 Everything here works on binary masks of one case and first crops them to the bounding box of their union
 plus a one-voxel zero margin. Outside that box both masks are empty, so Dice is unchanged, and the margin
 keeps every surface voxel (and every DeepMind corner surfel) of the box edge, so surface metrics are exact too.
-The distance and surfel machinery itself is MONAI's (``monai.metrics``), not reimplemented here.
+
+MONAI (``monai.metrics``) supplies the surface Dice of compact masks, the surfel-area table and neighbour-code kernel,
+the voxel-centre edges and the surface distances. This module adds three things MONAI does not do: neighbour codes
+summed from array slices instead of a CPU ``conv3d``, a per-connected-component path with scipy KD-tree distances for
+large or mostly empty boxes, and the 18-neighbourhood erosion of the LiTS ``Surface`` class (scipy). When each path
+runs, and why, is in docs/evaluation.md (KiTS, surface Dice).
 """
 
 from __future__ import annotations
@@ -104,8 +109,8 @@ def _edges_in_box(
     crop = np.ascontiguousarray(crop)
     if subvoxels:
         # MONAI's code-to-area table (DeepMind's marching-cubes surfel areas) and neighbour-code kernel; the codes are
-        # summed from shifted slices because MONAI's CPU conv3d for this 1-channel 2x2x2 kernel takes ~1 s per 10^7
-        # voxels, 10x the slicing. conv3d is a cross-correlation, so code[i] = sum_j kernel[j] * mask[i + j] here too.
+        # summed from shifted slices, which is far cheaper on CPU than MONAI's conv3d with this 1-channel 2x2x2 kernel
+        # (docs/evaluation.md). conv3d is a cross-correlation, so code[i] = sum_j kernel[j] * mask[i + j] here too.
         table, kernel = get_code_to_measure_table(list(spacing))
         weights = convert_to_numpy(kernel).reshape((2,) * crop.ndim).astype(np.uint8)
         out_shape = tuple(n - 1 for n in crop.shape)
@@ -169,11 +174,11 @@ def surface_dice(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], tol
     surfels weighted by their area; 8e-8 from it on the KiTS19 reference cases) and hence KiTS21's
     ``compute_surface_dice``. The KiTS21 empty rules override MONAI: both empty gives 1 (MONAI: NaN), one empty 0.
 
-    Speed: ``compute_surface_dice`` finds surfels with a CPU ``conv3d`` over the union bounding box of both masks,
-    ~1 s per 10^7 voxels, and that box is most of the scan when a prediction has a false positive far from the
-    kidneys (15-40 s on a 0.5 mm case). For boxes over 4 million voxels, or mostly empty ones, the same steps run
-    on less work: MONAI's surfel-area table, neighbour codes summed from array slices, one box per connected
-    component when the box is mostly empty, and KD-tree distances. Both paths agree to float precision (tested).
+    ``compute_surface_dice`` finds surfels with a ``conv3d`` over the whole union bounding box of both masks, which
+    is most of the scan when a prediction has a far false positive. So for boxes over 4 million voxels, or mostly
+    empty ones, the same steps run on less work: MONAI's surfel-area table, neighbour codes summed from array slices,
+    one box per connected component when the box is mostly empty, and KD-tree distances. Both paths agree to float
+    precision (tested); docs/evaluation.md gives the costs.
     """
     pred, gt = pred.astype(bool, copy=False), gt.astype(bool, copy=False)
     pred_any, gt_any = bool(pred.any()), bool(gt.any())

@@ -5,7 +5,7 @@ from monai_effseg.nets.base import EncoderDecoderNet
 from monai_effseg.nets.plain_unet import PlainUNet
 
 __all__ = ["NETS", "build_net", "register_net", "EncoderDecoderNet", "PlainUNet"]
-from monai_effseg.nets.efficient_unet import EfficientUNet, FullyEffGenericUNet  # noqa: E402  (registers the seed-000 Table 1 networks)
+from monai_effseg.nets.efficient_unet import EfficientUNet, FullyEffGenericUNet  # noqa: E402  (registers Martinho's Table 1)
 
 __all__ += ["EfficientUNet", "FullyEffGenericUNet"]
 from monai_effseg.nets.residual_unet import ResidualUNet  # noqa: E402  (registers "residual_unet_kits19")
@@ -13,7 +13,7 @@ from monai_effseg.nets.cascade import UNetCascade  # noqa: E402  (registers "une
 from monai_effseg.nets.mss_unet import MSSUNet  # noqa: E402  (registers "mss_unet")
 
 __all__ += ["ResidualUNet", "UNetCascade", "MSSUNet"]
-from monai_effseg.nets.lite_unet import LiteUNet, LiverTumourUNet, combine_liver_mask  # noqa: E402  (registers the seed-001 presets, e.g. "dsts-3d-bottom")
+from monai_effseg.nets.lite_unet import LiteUNet, LiverTumourUNet, combine_liver_mask  # noqa: E402  (registers Tustumi's presets)
 
 __all__ += ["LiteUNet", "LiverTumourUNet", "combine_liver_mask"]
 from monai_effseg.nets.sauron_unet import SauronUNet  # noqa: E402  (registers "sauron_nnunet")

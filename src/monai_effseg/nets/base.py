@@ -1,4 +1,6 @@
-"""Encoder + decoder composition shared by every network in the zoo."""
+"""Encoder + decoder composition: the base class of :class:`~monai_effseg.nets.PlainUNet` (and so of its presets
+``ResidualUNet``, ``MSSUNet`` and ``SauronUNet``) and of ``EfficientUNet``. ``LiteUNet`` (its decoder needs the input
+shortcut) and the two-stage ``UNetCascade`` and ``LiverTumourUNet`` are wired on their own."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The two-stage 3D U-Net cascade of seed 002 (Hao 2024, section 3.1, Figure 3.1) as one module, so that one
+"""The two-stage 3D U-Net cascade of Hao, "Deep Learning-Based Cascade 3D Kidney Segmentation Method" (MSc thesis,
+University of Melbourne, 2024), section 3.1, Figure 3.1, as one module, so that one
 checkpoint (``models/model.pt``) holds both stages and a bundle's ``network`` is all that MONAI Label loads.
 
 Stage 1 segments a downsampled ROI of the CT (1 input channel); stage 2 segments a fixed-size box centred on
@@ -119,6 +120,6 @@ def train_cascade_stage(
 
 @register_net("unet_cascade_kits19", profile_input=(1, 192, 192, 48))
 def unet_cascade_kits19(**overrides) -> UNetCascade:
-    """Two seed-002 ResidualUNets for KiTS19 (3 classes, anisotropic plan); profiled as stage 1 at one patch."""
+    """Two of Hao's ResidualUNets for KiTS19 (3 classes, anisotropic plan); profiled as stage 1 at one patch."""
     common = {"out_channels": 3, "kernel_sizes": KITS19_KERNELS, "strides": KITS19_STRIDES, **overrides}
     return UNetCascade(ResidualUNet(in_channels=1, **common), ResidualUNet(in_channels=2, **common))

@@ -1,9 +1,10 @@
 """EfficientUNet, FullyEfficientUNet and FullyEffGenericUNet (Martinho, "Efficient Algorithms for Medical Image
-Segmentation", seed 000, section III and Table 1): an EfficientNet(V2) encoder in nnU-Net's U-Net.
+Segmentation", MSc thesis, section III and Table 1): an EfficientNet(V2) encoder in nnU-Net's U-Net.
 
-- EfficientUNet-*: EfficientNet encoder + nnU-Net decoder (``decoder="generic"``).
+- EfficientUNet-*: EfficientNet encoder + nnU-Net decoder (``decoder="nnunet"``).
 - FullyEfficientUNet-*: EfficientNet encoder + MBConv decoder (``decoder="mbconv"``).
-- FullyEffGenericUNet: nnU-Net encoder + MBConv decoder (``encoder="generic"``, ``decoder="mbconv"``).
+- FullyEffGenericUNet: nnU-Net encoder + MBConv decoder (``encoder="nnunet"``, ``decoder="mbconv"``). The name is
+  the thesis' (Table 1): "Generic" there means nnU-Net's ``Generic_UNet``, i.e. the plain nnU-Net encoder.
 
 The decoder widths are ``min(32 * 2**level, 320)`` (nnU-Net's rule), whatever the encoder's widths.
 """
@@ -29,8 +30,8 @@ class EfficientUNet(EncoderDecoderNet):
     """A registered encoder (by name) + a registered decoder (by name), wired as nnU-Net's U-Net.
 
     Args:
-        encoder: ``"efficientnet-b0"``..``"efficientnet-b7"``, ``"efficientnetv2-s"``/``-m``/``-l`` or ``"generic"``.
-        decoder: ``"generic"`` (nnU-Net: 2 x conv3 + IN + LeakyReLU per level) or ``"mbconv"`` (FullyEfficient).
+        encoder: ``"efficientnet-b0"``..``"efficientnet-b7"``, ``"efficientnetv2-s"``/``-m``/``-l`` or ``"nnunet"``.
+        decoder: ``"nnunet"`` (nnU-Net: 2 x conv3 + IN + LeakyReLU per level) or ``"mbconv"`` (FullyEfficient).
         spatial_dims, in_channels, out_channels: 2 or 3; image channels; classes including background.
         deep_supervision: a head per decoder level; while training the output is their list, highest resolution first.
         decoder_channels: width of each decoder level; default :func:`nnunet_decoder_channels`.
@@ -41,7 +42,7 @@ class EfficientUNet(EncoderDecoderNet):
     def __init__(
         self,
         encoder: str = "efficientnetv2-s",
-        decoder: str = "generic",
+        decoder: str = "nnunet",
         spatial_dims: int = 3,
         in_channels: int = 1,
         out_channels: int = 4,
@@ -68,25 +69,28 @@ class EfficientUNet(EncoderDecoderNet):
 
 
 class FullyEffGenericUNet(EfficientUNet):
-    """nnU-Net's encoder (6 stages, 32..320) with the FullyEfficient MBConv decoder (Table 1, row 2)."""
+    """nnU-Net's encoder (6 stages, 32..320) with the FullyEfficient MBConv decoder (Table 1, row 2).
+
+    "Generic" is the thesis' name for nnU-Net's ``Generic_UNet``: the encoder is the plain nnU-Net one (``"nnunet"``),
+    only the decoder is "fully efficient"."""
 
     def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 4, **kwargs: Any) -> None:
-        super().__init__("generic", "mbconv", spatial_dims, in_channels, out_channels, **kwargs)
+        super().__init__("nnunet", "mbconv", spatial_dims, in_channels, out_channels, **kwargs)
 
 
 def _register(net_name: str, encoder: str, decoder: str) -> None:
     def build(**overrides: Any) -> EfficientUNet:
         return EfficientUNet(**{"encoder": encoder, "decoder": decoder, **overrides})
 
-    build.__doc__ = f"Seed 000 Table 1: {encoder} encoder + {decoder} decoder, 1 CT channel, 4 KiTS21 classes."
+    build.__doc__ = f"Martinho's Table 1: {encoder} encoder + {decoder} decoder, 1 CT channel, 4 KiTS21 classes."
     register_net(net_name)(build)
 
 
 # Table 1 rows: EfficientUNet-b0..b7, FullyEfficientUNet-b0..b7, (Fully)EfficientUNetV2-S/M/L, FullyEffGenericUNet
 for _b in EFFICIENTNET_COEFFICIENTS:
-    _register(f"efficientunet-{_b}", f"efficientnet-{_b}", "generic")
+    _register(f"efficientunet-{_b}", f"efficientnet-{_b}", "nnunet")
     _register(f"fullyefficientunet-{_b}", f"efficientnet-{_b}", "mbconv")
 for _s in EFFICIENTNETV2:
-    _register(f"efficientunetv2-{_s}", f"efficientnetv2-{_s}", "generic")
+    _register(f"efficientunetv2-{_s}", f"efficientnetv2-{_s}", "nnunet")
     _register(f"fullyefficientunetv2-{_s}", f"efficientnetv2-{_s}", "mbconv")
 register_net("fullyeffgenericunet")(FullyEffGenericUNet)

@@ -1,4 +1,5 @@
-"""LiteUNet and the liver-then-tumour cascade of seed 001 (Tustumi 2020, sections 3.1.4-3.1.8, Figs. 3.3 and 3.4).
+"""LiteUNet and the liver-then-tumour cascade of Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on
+2D and 3D Deep Neural Networks" (thesis, 2020), sections 3.1.4-3.1.8, Figs. 3.3 and 3.4.
 
 LiteUNet = stem -> encoder -> head -> decoder -> output, with shortcuts from every encoder resolution to the decoder
 and from the input (before the stem reduces it) to the output block:
@@ -54,7 +55,7 @@ def crop_depth(x: torch.Tensor, depth: int) -> torch.Tensor:
 
 
 def combine_liver_mask(image: torch.Tensor, liver: torch.Tensor, mode: str = "mask") -> torch.Tensor:
-    """Seed 001 section 3.1.7: focus the tumour stage on the liver by *masking* the CT with the liver mask
+    """Tustumi's section 3.1.7: focus the tumour stage on the liver by *masking* the CT with the liver mask
     (``image * liver``: everything else becomes the window's minimum, 0) or by *adding* the mask to the intensities
     (``image + liver``: the liver is highlighted, the context kept). ``liver`` broadcasts against ``image``."""
     liver = liver.to(image.dtype)
@@ -81,7 +82,7 @@ class DecoderLevel(nn.Module):
 
 
 class LiteUNet(nn.Module):
-    """Seed 001's segmentation network over a lightweight encoder preset (see the module docstring).
+    """Tustumi's segmentation network over a lightweight encoder preset (see the module docstring).
 
     Args:
         encoder: a preset name (``monai_effseg.encoders.LITE_PRESETS``), e.g. ``"mobilenetv2-2d-top"``.
@@ -99,8 +100,8 @@ class LiteUNet(nn.Module):
         encoder: str = "mobilenetv2-2d-default",
         in_channels: Optional[int] = None,
         out_channels: int = 2,
-        in_slices: int = SLABS[3][0],
-        out_slices: int = SLABS[3][1],
+        in_slices: int = SLABS[3].in_slices,
+        out_slices: int = SLABS[3].out_slices,
         head_channels: Optional[int] = None,
         act: LayerSpec = DECODER_ACT,
         norm: LayerSpec = LITE_NORM,
@@ -108,7 +109,7 @@ class LiteUNet(nn.Module):
     ) -> None:
         super().__init__()
         dims = preset_family(encoder).spatial_dims
-        in_channels = in_channels if in_channels is not None else (SLABS[2][0] if dims == 2 else 1)
+        in_channels = in_channels if in_channels is not None else (SLABS[2].in_slices if dims == 2 else 1)
         self.spatial_dims = dims
         self.preset = encoder
         self.in_slices = in_slices if dims == 3 else 1
@@ -169,7 +170,7 @@ class LiteUNet(nn.Module):
 
 
 class LiverTumourUNet(nn.Module):
-    """The two stages of seed 001 in one module (one checkpoint holds both): ``liver`` segments the liver from the
+    """Tustumi's two stages in one module (one checkpoint holds both): ``liver`` segments the liver from the
     CT, ``tumour`` segments tumours from the CT combined with the liver mask (:func:`combine_liver_mask`).
 
     ``forward(x)`` runs both stages on one slab: the stage-1 liver mask (probability > ``threshold``) of the slab's
@@ -237,7 +238,7 @@ def _register(name: str) -> None:
     def build(**overrides: Any) -> LiteUNet:
         return LiteUNet(**{"encoder": name, **overrides})
 
-    build.__doc__ = f"LiteUNet over seed 001 Table {PRESETS[name].table} ({name})."
+    build.__doc__ = f"LiteUNet over Tustumi's Table {PRESETS[name].table} ({name})."
     register_net(name, profile_input=profile_input)(build)
 
 

@@ -1,4 +1,4 @@
-"""MSS U-Net: the multi-scale supervised 3D U-Net of seed 003 (Zhao, Jiang, Pena Queralta, Westerlund, "MSS U-Net:
+"""MSS U-Net: the multi-scale supervised 3D U-Net of Zhao, Jiang, Pena Queralta, Westerlund ("MSS U-Net:
 3D segmentation of kidneys and tumors from CT images with a multi-scale supervised U-Net", Informatics in Medicine
 Unlocked 19, 100357, 2020; KiTS19 7th place).
 
@@ -30,7 +30,7 @@ MSS_PATCH_SIZE = (192, 192, 48)
 
 
 class MSSUNet(PlainUNet):
-    """The MSS U-Net (seed 003): nnU-Net's plain 3D U-Net with the authors' KiTS19 plan and 5 supervised outputs.
+    """The MSS U-Net (Zhao et al.): nnU-Net's plain 3D U-Net with the authors' KiTS19 plan and 5 supervised outputs.
 
     Args:
         spatial_dims: 2 or 3.

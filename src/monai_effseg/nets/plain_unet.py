@@ -16,8 +16,8 @@ from typing import Optional
 
 from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec, he_normal_init, per_stage
 from monai_effseg.decoders import UNetDecoder
-from monai_effseg.encoders import generic_encoder
-from monai_effseg.encoders.generic import NNUNET_FEATURES
+from monai_effseg.encoders import nnunet_encoder
+from monai_effseg.encoders.nnunet import NNUNET_FEATURES
 from monai_effseg.nets.base import EncoderDecoderNet
 from monai_effseg.nets.registry import register_net
 
@@ -76,7 +76,7 @@ class PlainUNet(EncoderDecoderNet):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         v2 = bias_convention == "v2"
-        encoder = generic_encoder(
+        encoder = nnunet_encoder(
             spatial_dims, in_channels, features, kernel_sizes, strides, blocks_per_stage, block, norm, act
         )
         decoder = UNetDecoder(
@@ -102,5 +102,5 @@ class PlainUNet(EncoderDecoderNet):
 
 @register_net("nnunet")
 def nnunet_kits(**overrides) -> PlainUNet:
-    """The KiTS 3d_fullres configuration of seeds 000/004: 1 CT channel, 4 KiTS21 classes, 6 stages 32..320."""
+    """KiTS 3d_fullres of Martinho's thesis and the Sauron paper: 1 CT channel, 4 KiTS21 classes, 6 stages 32..320."""
     return PlainUNet(**{"spatial_dims": 3, "in_channels": 1, "out_channels": 4, **overrides})

@@ -1,7 +1,7 @@
 """Named network configurations (what ``effseg profile NAME`` and the benchmarks build).
 
 Each entry also records the input it is profiled at (channels + spatial size, no batch), which is the source paper's
-input: 1x128^3 for seed 000's Table 1, 9x256x256 for seed 001's 2.5D networks, and so on.
+input: 1x128^3 for Martinho's Table 1 (EfficientNet U-Nets), 9x256x256 for Tustumi's 2.5D networks, and so on.
 """
 
 from __future__ import annotations

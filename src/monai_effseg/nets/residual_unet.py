@@ -1,4 +1,4 @@
-"""ResidualUNet: the 3D U-Net of seed 002 (Hao, "Deep Learning-Based Cascade 3D Kidney Segmentation Method", MSc
+"""ResidualUNet: the 3D U-Net of Hao ("Deep Learning-Based Cascade 3D Kidney Segmentation Method", MSc
 thesis, University of Melbourne 2024, section 3.2 and Figure 3.2), with the ablations of its Table 4.2.
 
 "The improved model adds residual blocks and deep supervision, and uses instance [normalization] and LeakyReLU":
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monai_effseg.blocks.layers import NNUNET_ACT, NNUNET_NORM, LayerSpec
-from monai_effseg.encoders.generic import NNUNET_FEATURES
+from monai_effseg.encoders.nnunet import NNUNET_FEATURES
 from monai_effseg.nets.plain_unet import PlainUNet
 from monai_effseg.nets.registry import register_net
 
@@ -37,7 +37,7 @@ TABLE_4_2_ABLATIONS = {
 
 
 class ResidualUNet(PlainUNet):
-    """3D U-Net with residual blocks in encoder and decoder and deep supervision (seed 002): a
+    """3D U-Net with residual blocks in encoder and decoder and deep supervision (Hao): a
     :class:`~monai_effseg.nets.PlainUNet` preset.
 
     Args:
@@ -88,5 +88,5 @@ class ResidualUNet(PlainUNet):
 
 @register_net("residual_unet_kits19", profile_input=(1, 192, 192, 48))
 def residual_unet_kits19(**overrides) -> ResidualUNet:
-    """Seed 002's network at KiTS19's median spacing: 1 CT channel, 3 classes, 6 levels 32..320, anisotropic plan."""
+    """Hao's network at KiTS19's median spacing: 1 CT channel, 3 classes, 6 levels 32..320, anisotropic plan."""
     return ResidualUNet(**{"kernel_sizes": KITS19_KERNELS, "strides": KITS19_STRIDES, **overrides})

@@ -1,4 +1,5 @@
-"""The nnU-Net that Sauron prunes in its KiTS experiments (seed 004, appendix B/C; authors' ``lib/models/nnUNet.py``).
+"""The nnU-Net that Sauron prunes in its KiTS experiments (Valverde, Shatillo, Tohka,
+"Sauron U-Net", Neurocomputing 2024, appendix B/C; authors' ``lib/models/nnUNet.py``).
 
 5 levels, 24 initial filters doubling to 384 (cap 480 never reached), 2 x [conv 3x3x3 (bias) -> InstanceNorm
 (affine=False, the PyTorch default the authors' ``ConvBlock`` uses) -> LeakyReLU(0.01)] per level, strided-conv

@@ -1,4 +1,4 @@
-"""Seed 000's Table 1 (Martinho, "Efficient Algorithms for Medical Image Segmentation", appendix A) as data, with the
+"""Table 1 of Martinho, "Efficient Algorithms for Medical Image Segmentation" (MSc thesis, appendix A) as data, with the
 measured reference figures of tests/data/reference/architectures.md section 4, for the profile benchmark and the
 tests.
 

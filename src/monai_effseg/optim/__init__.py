@@ -1,4 +1,5 @@
-"""Training tools of seed 001 (section 3.1.9): RAdam with linear warm-up, Lookahead, SWA.
+"""Training tools of Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on 2D and 3D Deep Neural
+Networks" (thesis, 2020), section 3.1.9: RAdam with linear warm-up, Lookahead, SWA.
 
 RAdam, the warm-up (``LinearLR``), ``ReduceLROnPlateau`` and SWA's averaging are PyTorch's own; Lookahead is not in
 PyTorch and is implemented in :mod:`monai_effseg.optim.lookahead`.

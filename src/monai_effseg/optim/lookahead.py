@@ -1,5 +1,6 @@
 """Lookahead (Zhang, Lucas, Ba & Hinton, "Lookahead Optimizer: k steps forward, 1 step back", NeurIPS 2019), the
-wrapper seed 001 puts around RAdam (section 3.1.9, Fig. 3.5).
+wrapper that Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on 2D and 3D Deep Neural Networks"
+(thesis, 2020), puts around RAdam (section 3.1.9, Fig. 3.5).
 
 PyTorch has no Lookahead (``torch.optim`` ships RAdam, schedulers and ``swa_utils``, not this wrapper), hence this
 minimal version: the wrapped ("fast") optimizer steps as usual; every ``k`` steps the slow weights move

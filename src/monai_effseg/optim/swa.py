@@ -1,5 +1,6 @@
 """Stochastic weight averaging (Izmailov et al., UAI 2018) as an ignite handler, built on ``torch.optim.swa_utils``
-(seed 001 section 3.1.9: "We also apply Stochastic Weight Average (SWA) to the weights with the best loss value").
+(Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on 2D and 3D Deep Neural Networks", thesis,
+2020, section 3.1.9: "We also apply Stochastic Weight Average (SWA) to the weights with the best loss value").
 
 From ``start_epoch`` on, the handler averages the network's weights after every epoch (``AveragedModel``) and, with
 ``swa_lr``, switches the learning rate to SWA's annealed constant (``SWALR``). When training completes it recomputes

@@ -1,4 +1,5 @@
-"""Sauron filter pruning (Valverde, Shatillo, Tohka, Neurocomputing 594:127817, 2024; seed 004).
+"""Sauron filter pruning (Valverde, Shatillo, Tohka, "Sauron U-Net: Simple automated redundancy elimination in medical
+image segmentation via filter pruning", Neurocomputing 594:127817, 2024).
 
 - :class:`ChannelGraph`: prunable layers of any network built from the block library, and who reads them.
 - :class:`SauronRegularizer` + :class:`SauronLoss`: the ``lambda * delta_opt`` term, by forward hooks.

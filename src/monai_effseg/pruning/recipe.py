@@ -1,4 +1,5 @@
-"""Sauron's KiTS19 data recipe (seed 004, appendix C, Table 3; authors' ``lib/data/KiTS19Dataset.py``).
+"""Sauron's KiTS19 data recipe (Valverde, Shatillo, Tohka, "Sauron U-Net", Neurocomputing 2024, appendix C,
+Table 3; authors' ``lib/data/KiTS19Dataset.py``).
 
 Preprocessing: discard cases 15, 23, 37, 68, 125, 133; resample to (1.62, 1.62, 3.22) mm (x, y, z); clip to
 [-79, 304] HU, then ``(x - 101) / 76.9``; pad to 160 x 160 x 80. Augmentation as the authors' code runs it (TorchIO

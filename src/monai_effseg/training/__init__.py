@@ -1,5 +1,5 @@
-"""Training helpers: chaining the stages of a multi-stage bundle from its own run list (seed 001: liver, then
-tumour), and the mixed-precision policy (:mod:`monai_effseg.training.amp`)."""
+"""Training helpers: chaining the stages of a multi-stage bundle from its own run list (Tustumi's LiTS U-Nets: liver,
+then tumour), and the mixed-precision policy (:mod:`monai_effseg.training.amp`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fixed-size ROI crops of seed 002's cascade (Hao 2024, sections 3.1 and 3.4) and its training augmentation.
+"""Fixed-size ROI crops of the cascade of Hao, "Deep Learning-Based Cascade 3D Kidney Segmentation Method" (MSc
+thesis, University of Melbourne, 2024), sections 3.1 and 3.4, and its training augmentation.
 
 "The new method will determine a fixed bounding box size that can cover all target areas in each training CT image,
 with the center of the bounding box being determined by the label in each image [...] whether it is the ground truth
@@ -197,7 +198,7 @@ def residual_unet_augmentation(
     mirror_axes: Sequence[int] = (0, 1, 2),
     mirror_prob: float = 0.5,
 ) -> list[mt.Transform]:
-    """Seed 002's augmentation (section 4.3: "rotation, scaling, gamma correction, and mirroring") with nnU-Net's
+    """Hao's augmentation (section 4.3: "rotation, scaling, gamma correction, and mirroring") with nnU-Net's
     ranges and probabilities, which the thesis does not give.
 
     ``prior_key`` (the cascade's stage-1 segmentation) is cropped, rotated (nearest) and mirrored with the label and

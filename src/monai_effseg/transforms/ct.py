@@ -49,7 +49,7 @@ def fixed_ct_normalize(
 ) -> ScaleIntensityRanged:
     """Clip to ``[a_min, a_max]``, then ``(x - subtrahend) / divisor``.
 
-    Sauron: ``fixed_ct_normalize("image", -79, 304, 101, 76.9)``; LiTS (seed 001), min-max to [0, 1]:
+    Sauron: ``fixed_ct_normalize("image", -79, 304, 101, 76.9)``; LiTS (Tustumi), min-max to [0, 1]:
     ``fixed_ct_normalize("image", -200, 200, -200, 400)``.
     """
     if divisor <= 0:
@@ -118,7 +118,7 @@ def ct_preprocessing(
         keys: the image key first, then label keys (resampled with nearest neighbour).
         image_only: process ``keys[0]`` only (inference, where there is no label).
         spacing_mode: image interpolation of ``Spacingd``: ``"bilinear"`` (default), ``"nearest"``, or an integer
-            spline order (``3`` is nnU-Net's and seed 002's third-order spline; slower).
+            spline order (``3`` is nnU-Net's and Hao's third-order spline; slower).
         spacing: target spacing (RAS order) overriding the fingerprint's; when both are ``None`` nothing is resampled.
         load: include ``LoadImaged`` (``False`` when the data are already channel-first MetaTensors).
         allow_missing_keys: passed to every transform (e.g. a datalist where only some cases have labels).

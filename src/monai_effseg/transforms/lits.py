@@ -1,4 +1,5 @@
-"""The LiTS pipeline of seed 001 (Tustumi 2020, section 3.1) as MONAI transforms.
+"""The LiTS pipeline of Tustumi, "Automatic Liver Tumor Segmentation from CT Images Based on 2D and 3D Deep Neural
+Networks" (thesis, 2020), section 3.1, as MONAI transforms.
 
 - :func:`lits_preprocessing`: load, reorient to RAS, clip HU to [-200, 200] and min-max to [0, 1] (section 3.1.1),
   resize in-plane to 256 x 256 (the 512 -> 256 of section 4.1.1), slices kept. ``Invertd`` undoes the geometry.
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 LITS_WINDOW = (-200.0, 200.0)
-"""Seed 001's HU window: "We clamp the HU values of the CT volumes to the [-200, 200] range" (section 3.1.1)."""
+"""Tustumi's HU window: "We clamp the HU values of the CT volumes to the [-200, 200] range" (section 3.1.1)."""
 
 
 def lits_preprocessing(
@@ -185,7 +186,7 @@ def lits_augmentation(
     flip_prob: float = 0.0,
     window: Sequence[float] = LITS_WINDOW,
 ) -> list[mt.Transform]:
-    """Seed 001 Table 3.1, in-plane on ``(slices, X, Y)`` tensors: rotation +-15 deg, shear +-10 deg, translation
+    """Tustumi's Table 3.1, in-plane on ``(slices, X, Y)`` tensors: rotation +-15 deg, shear +-10 deg, translation
     +-16 px (at 256 px; scaled to ``image_size``), scaling +-12.5%, intensity noise, elastic deformation on 10%.
 
     The noise: Table 3.1 gives [-0.5, 0.5] and its caption "the range is less than 2HU"; in normalised units 0.5 would
@@ -245,8 +246,8 @@ def lits_train_transforms(
             tumour slices twice as often: outside the liver the masked input is empty).
         augmentation: keyword arguments of :func:`lits_augmentation`.
     """
-    in_slices = in_slices or SLABS[spatial_dims][0]
-    out_slices = out_slices or SLABS[spatial_dims][1]
+    in_slices = in_slices or SLABS[spatial_dims].in_slices
+    out_slices = out_slices or SLABS[spatial_dims].out_slices
     stage_label(torch.zeros(1), stage)  # validates the name
     tumour = stage not in ("liver", "1")
     if ratios is None:

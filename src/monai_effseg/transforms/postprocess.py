@@ -1,4 +1,4 @@
-"""Connected-component post-processing of label maps (MSS U-Net kidney pair, liver largest component, seed 001
+"""Connected-component post-processing of label maps (MSS U-Net kidney pair, liver largest component, Tustumi's
 tumour probability filter), as array and dictionary transforms.
 
 Inputs are channel-first label maps ``(1, *spatial)`` (2D or 3D) as numpy arrays, tensors or MetaTensors; the
@@ -58,18 +58,18 @@ def _bbox_slices(seg: np.ndarray) -> tuple[slice, ...] | None:
 
 def keep_kidney_pair(
     seg: np.ndarray,
-    tumor_labels: Sequence[int] = (2,),
+    tumour_labels: Sequence[int] = (2,),
     second_min_ratio: float = 0.1,
     max_components: int = 2,
     connectivity: int | None = None,
 ) -> np.ndarray:
-    """MSS U-Net post-processing (seed 003 section II.F; rule of tests/data/reference/methods.md section 2) on a
-    label map.
+    """MSS U-Net post-processing (the MSS U-Net paper's section II.F; rule of tests/data/reference/methods.md
+    section 2) on a label map.
 
     1. connected components of label > 0;
     2. keep the largest, and the next ``max_components - 1`` largest if each is >= ``second_min_ratio`` of it;
     3. every other foreground voxel becomes background;
-    4. tumour components (``tumor_labels``) are kept only if they touch a kept kidney voxel (any other
+    4. tumour components (``tumour_labels``) are kept only if they touch a kept kidney voxel (any other
        foreground label) under the same connectivity.
     """
     out = seg.copy(order="K")
@@ -86,31 +86,31 @@ def keep_kidney_pair(
     keep_lut[keep] = True
     sub[(components > 0) & ~keep_lut[components]] = 0
 
-    tumor = np.isin(sub, tumor_labels)
-    tumor_components, n_tumor = ndimage.label(tumor, structure)
-    if n_tumor:
+    tumour = np.isin(sub, tumour_labels)
+    tumour_components, n_tumour = ndimage.label(tumour, structure)
+    if n_tumour:
         # dilate the kidney only around the tumour: the tumour's box grown by one voxel holds every contact
-        near = _bbox_slices(tumor)
-        kidney = (sub[near] > 0) & ~tumor[near]
-        contact = ndimage.binary_dilation(kidney, structure) & tumor[near]
-        attached = np.zeros(n_tumor + 1, dtype=bool)
-        attached[np.unique(tumor_components[near][contact])] = True
+        near = _bbox_slices(tumour)
+        kidney = (sub[near] > 0) & ~tumour[near]
+        contact = ndimage.binary_dilation(kidney, structure) & tumour[near]
+        attached = np.zeros(n_tumour + 1, dtype=bool)
+        attached[np.unique(tumour_components[near][contact])] = True
         attached[0] = True
-        sub[~attached[tumor_components]] = 0
+        sub[~attached[tumour_components]] = 0
     return out
 
 
 class KeepKidneyPair(Transform):
-    """Keep one or two kidney components and only the tumour attached to them (MSS U-Net, seed 003).
+    """Keep one or two kidney components and only the tumour attached to them (MSS U-Net).
 
     "False positive kidney voxels are removed from the output after either one or two kidney components have been
-    found. Thus, all tumor components attached to a kidney are maintained [...] while others are removed" (seed 003
-    section II.F). The paper gives no threshold for "one or two"; the second component is kept when it has at
+    found. Thus, all tumor components attached to a kidney are maintained [...] while others are removed" (MSS U-Net
+    paper, section II.F). The paper gives no threshold for "one or two"; the second component is kept when it has at
     least ``second_min_ratio`` (10%) of the largest one's voxels, which keeps both kidneys in 206/210 KiTS19
     reference cases and the single kidney in the other 4 (tests/data/reference/methods.md section 4).
 
     Args:
-        tumor_labels: labels that must touch a kept kidney (KiTS: 2; add 3 to treat cysts like tumour).
+        tumour_labels: labels that must touch a kept kidney (KiTS: 2; add 3 to treat cysts like tumour).
         second_min_ratio: minimum size of the second (and further) component relative to the largest.
         max_components: at most this many kidney components are kept.
         connectivity: MONAI convention, ``None`` = full (26 in 3D), as in the rule.
@@ -120,19 +120,19 @@ class KeepKidneyPair(Transform):
 
     def __init__(
         self,
-        tumor_labels: Sequence[int] | int = (2,),
+        tumour_labels: Sequence[int] | int = (2,),
         second_min_ratio: float = 0.1,
         max_components: int = 2,
         connectivity: int | None = None,
     ) -> None:
-        self.tumor_labels = tuple(ensure_tuple(tumor_labels))
+        self.tumour_labels = tuple(ensure_tuple(tumour_labels))
         self.second_min_ratio = second_min_ratio
         self.max_components = max_components
         self.connectivity = connectivity
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         seg = _label_map(img, type(self).__name__)
-        out = keep_kidney_pair(seg, self.tumor_labels, self.second_min_ratio, self.max_components, self.connectivity)
+        out = keep_kidney_pair(seg, self.tumour_labels, self.second_min_ratio, self.max_components, self.connectivity)
         return _like(out[None], img)
 
 
@@ -144,14 +144,14 @@ class KeepKidneyPaird(MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        tumor_labels: Sequence[int] | int = (2,),
+        tumour_labels: Sequence[int] | int = (2,),
         second_min_ratio: float = 0.1,
         max_components: int = 2,
         connectivity: int | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.transform = KeepKidneyPair(tumor_labels, second_min_ratio, max_components, connectivity)
+        self.transform = KeepKidneyPair(tumour_labels, second_min_ratio, max_components, connectivity)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
@@ -161,7 +161,7 @@ class KeepKidneyPaird(MapTransform):
 
 
 class KeepLargestComponent(KeepLargestConnectedComponent):
-    """MONAI's ``KeepLargestConnectedComponent`` with the liver defaults of seed 001 section 3.1.6.
+    """MONAI's ``KeepLargestConnectedComponent`` with the liver defaults of Tustumi's section 3.1.6.
 
     The defaults keep the largest component of the *union* of labels 1 and 2 (liver = label >= 1), so tumour outside
     the liver goes with the liver's false positives.
@@ -223,7 +223,7 @@ def remove_low_probability_components(
 
 
 class RemoveLowProbabilityComponents(Transform):
-    """Drop components whose most confident voxel is below ``threshold`` (seed 001 section 3.1.8).
+    """Drop components whose most confident voxel is below ``threshold`` (Tustumi's section 3.1.8).
 
     "Instead of choosing only the largest component, we eliminate all components whose highest probability that a
     voxel presented in that component of being a tumor is below a threshold." The thesis gives no value; it must

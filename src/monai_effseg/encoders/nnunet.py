@@ -1,6 +1,7 @@
-"""The nnU-Net ("generic") encoder: one stacked-conv stage per resolution, strided-conv downsampling.
+"""The nnU-Net encoder: one stacked-conv stage per resolution, strided-conv downsampling.
 
-Isensee et al., nnU-Net, Nature Methods 18, 2021 (3d_fullres ``Generic_UNet`` / ``PlainConvUNet``).
+Isensee et al., nnU-Net, Nature Methods 18, 2021 (3d_fullres ``Generic_UNet`` / ``PlainConvUNet``). Registered as
+``"nnunet"``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def default_strides(num_stages: int) -> list[int]:
     return [1] + [2] * (num_stages - 1)
 
 
-def generic_stage_table(
+def nnunet_stage_table(
     in_channels: int,
     features: Sequence[int],
     kernel_sizes,
@@ -38,8 +39,8 @@ def generic_stage_table(
     ]
 
 
-@register_encoder("generic")
-def generic_encoder(
+@register_encoder("nnunet")
+def nnunet_encoder(
     spatial_dims: int = 3,
     in_channels: int = 1,
     features: Sequence[int] = NNUNET_FEATURES,
@@ -53,6 +54,6 @@ def generic_encoder(
 ) -> TableEncoder:
     """nnU-Net's encoder. ``kernel_sizes``/``strides``: one int for all stages or one entry per stage (int or per-axis tuple);
     ``strides=None`` is 1 then 2 for every further stage.
-    ``block="residual"`` gives the residual encoder of seed 002 / nnU-Net ResEnc."""
-    table = generic_stage_table(in_channels, features, kernel_sizes, strides, convs_per_stage, block)
+    ``block="residual"`` gives the residual encoder of Hao's cascade thesis / nnU-Net ResEnc."""
+    table = nnunet_stage_table(in_channels, features, kernel_sizes, strides, convs_per_stage, block)
     return TableEncoder(spatial_dims, table, norm=norm, act=act, bias=bias)
