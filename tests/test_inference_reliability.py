@@ -165,7 +165,7 @@ def test_folder_with_a_single_dicom_file_says_so(tmp_path):
         extra.unlink()
     with pytest.raises(Exception) as caught:
         inference_datalist(series)
-    assert f"{series}: holds a single DICOM file, i.e. one slice" in str(caught.value)
+    assert f"{series}: holds a single DICOM file (IM0000.dcm), i.e. one slice" in str(caught.value)
     assert "does not exist" not in str(caught.value)
 
 

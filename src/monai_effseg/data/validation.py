@@ -366,10 +366,11 @@ def inspect_image(path: PathLike, fingerprint: Optional[Mapping[str, Any]] = Non
             f"{path}: a single DICOM file is one slice; pass the folder that holds the whole series "
             f"(--input_dir {path_obj.parent})"
         ], []
-    if path_obj.is_dir() and len([f for f in path_obj.iterdir() if f.is_file() and is_dicom_file(f)]) == 1:
+    dicom_files = [f for f in path_obj.iterdir() if f.is_file() and is_dicom_file(f)] if path_obj.is_dir() else []
+    if len(dicom_files) == 1:
         return [
-            f"{path}: holds a single DICOM file, i.e. one slice: a CT series has one file per slice; copy the whole "
-            "series into this folder (or pass the folder that holds it)"
+            f"{path}: holds a single DICOM file ({dicom_files[0].name}), i.e. one slice: a CT series has one file per "
+            "slice; copy the whole series into this folder (or pass the folder that holds it)"
         ], []
     image = _try_read(path, np.float32, problems)
     if image is not None:
