@@ -1,4 +1,4 @@
-"""Seed 000's Table 1 next to ours: parameters (used, and with the unused ImageNet head as the thesis counted) and
+"""Martinho's Table 1 next to ours: parameters (used, and with the unused ImageNet head as the thesis counted) and
 FLOPs (2 x MAC, :func:`monai_effseg.profile.count_flops`, from shapes only) for network, encoder and decoder conv
 stages, at 1x1x128^3 with 4 classes.
 

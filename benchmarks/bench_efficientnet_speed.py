@@ -1,4 +1,4 @@
-"""CPU forward time of EfficientUNet-b0 and EfficientUNetV2-S next to PlainUNet (seed 000's speed question).
+"""CPU forward time of EfficientUNet-b0 and EfficientUNetV2-S next to PlainUNet (Martinho's speed question).
 
 Protocol (tests/data/reference/architectures.md section 5, extended): batch 1, 1x1x128^3, eval mode,
 ``torch.no_grad()``, ``torch.set_num_threads(2)``, deep supervision off (inference), glibc told to keep freed memory

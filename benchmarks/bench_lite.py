@@ -1,4 +1,4 @@
-"""Seed 001 fidelity (issue 5): params and MACs of every LiteUNet preset next to the thesis' Tables 4.2 / 4.3, and
+"""Tustumi fidelity: params and MACs of every LiteUNet preset next to the thesis' Tables 4.2 / 4.3, and
 (``--speed``) CPU time per slice next to Tables 4.4 / 4.5.
 
     python benchmarks/bench_lite.py                       # fidelity table: shape-only (meta device), ~10 s
@@ -9,7 +9,7 @@ Protocol. One LiteUNet stage (2 classes), eval mode, at the thesis' inputs: 2D 1
 convolution (dense, depthwise, transposed, SE) and linear layer: ``effseg profile``'s FLOPs
 (:func:`monai_effseg.profile.count_flops`, from shapes only) / 2. The thesis' ptflops reports MACs under the name "FLOPs": MACs are the column to
 compare. Ratios off by more than 10% get cause keys (``CAUSES``), assigned by :func:`causes_of` from the numbers of
-:func:`family_evidence`; docs/deviations.md ("Seed 001 fidelity") has the reasoning.
+:func:`family_evidence`; docs/deviations.md ("Tustumi fidelity") has the reasoning.
 
 Speed: batch ``--batch`` (1: the thesis' single-input timing; the bundles' inference runs slabs of 8),
 ``torch.no_grad()``, ``--threads`` threads, one warm-up, median of ``--repeats``; per slice =
@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 # Table 4.2 (2D, 9x256x256) and Table 4.3 (3D, 8x256x256): ("FLOPs" = ptflops MACs, params) as printed, checked
 # against the thesis text. Table 4.3 prints "1.59" without a unit for MobileNet-V2 default; read as 1.59M.
-SEED001_TABLES: dict[str, tuple[float, float]] = {
+TUSTUMI_TABLES: dict[str, tuple[float, float]] = {
     "mobilenetv2-2d-top": (107.14e6, 4.64e6), "mobilenetv2-2d-default": (123.89e6, 3.76e6),
     "mobilenetv2-2d-bottom": (104.80e6, 6.37e6), "mobilenetv3-2d-top": (103.01e6, 4.47e6),
     "mobilenetv3-2d-default": (113.72e6, 3.64e6), "mobilenetv3-2d-bottom": (103.06e6, 7.80e6),
@@ -48,7 +48,7 @@ SEED001_TABLES: dict[str, tuple[float, float]] = {
     "dsts-3d-default": (61.22e6, 2.52e6), "dsts-3d-bottom": (55.19e6, 2.88e6),
 }  # fmt: skip
 # Tables 4.4 (2D) and 4.5 (3D): mean prediction time per slice in seconds (None: "NA").
-SEED001_SLICE_S: dict[str, Optional[float]] = {
+TUSTUMI_SLICE_S: dict[str, Optional[float]] = {
     "mobilenetv2-2d-top": 0.114, "mobilenetv2-2d-default": 0.072, "mobilenetv2-2d-bottom": 0.086,
     "mobilenetv3-2d-top": 0.079, "mobilenetv3-2d-default": 0.068, "mobilenetv3-2d-bottom": 0.090,
     "shufflenetv2-2d-top": 0.099, "shufflenetv2-2d-default": 0.083, "shufflenetv2-2d-bottom": 0.105,
@@ -108,7 +108,7 @@ def count(name: str) -> dict[str, Any]:
     macs["encoder"] = flops["encoder"] // 2 - macs["stem"]
     macs["head"], macs["decoder"] = flops["head"] // 2, flops["decoder"] // 2
     macs["output"] = flops["network"] // 2 - sum(macs.values())
-    thesis_macs, thesis_params = SEED001_TABLES[name]
+    thesis_macs, thesis_params = TUSTUMI_TABLES[name]
     return {"name": name, "table": PRESETS[name].table, "widths": PRESETS[name].family, "dims": net.spatial_dims,
             "params": params, "macs": macs, "thesis_macs": thesis_macs, "thesis_params": thesis_params}  # fmt: skip
 
@@ -220,7 +220,7 @@ def time_presets(
                              "slices_out": slices, "forward_min_s": min(walls), "forward_median_s": med,
                              "cpu_median_s": statistics.median(cpus), "per_slice_s": med / slices,
                              "per_slice_min_s": min(walls) / slices, "params": sum(p.numel() for p in net.parameters()),
-                             "thesis_per_slice_s": SEED001_SLICE_S.get(name)})  # fmt: skip
+                             "thesis_per_slice_s": TUSTUMI_SLICE_S.get(name)})  # fmt: skip
                 log(f"lite {name}: {med / slices * 1e3:.1f} ms per slice")
             except Exception as exc:  # noqa: BLE001
                 rows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})

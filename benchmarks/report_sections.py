@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench_lite import SEED001_TABLES
+from bench_lite import TUSTUMI_TABLES
 from report_figures import (
     KIDNEY_THRESHOLD, LIVER_THRESHOLD, TUMOUR_THRESHOLD, plot_bars, plot_demo_curves, plot_lite, plot_sauron,
     plot_scatter, plot_speed, speed_mode,
@@ -20,17 +20,17 @@ OTHER_NETS = ("mss_unet", "residual_unet_kits19", "unet_cascade_kits19", "sauron
 OTHER_REFERENCES = {
     "nnunet": "31,196,384 params, 0.955T (2xMAC) at 1x128^3 (tests/data/reference/architectures.md section 1; "
     "Table 1: 0.958T)",
-    "mss_unet": "seed 003 reports no parameter or FLOP count",
-    "residual_unet_kits19": "seed 002 reports no parameter or FLOP count",
-    "unet_cascade_kits19": "seed 002 reports no parameter or FLOP count (two ResidualUNets; FLOPs: stage 1 only)",
-    "sauron_nnunet": "seed 004 gives no size of the unpruned net; it reports the pruning result only: \"reduced the "
+    "mss_unet": "the MSS U-Net paper reports no parameter or FLOP count",
+    "residual_unet_kits19": "Hao's thesis reports no parameter or FLOP count",
+    "unet_cascade_kits19": "Hao's thesis reports no parameter or FLOP count (two ResidualUNets; FLOPs: stage 1 only)",
+    "sauron_nnunet": "the Sauron paper gives no size of the unpruned net; it reports the pruning result only: \"reduced the "
     "FLOPs of nnUNet inference by over 90% without sacrificing the segmentation quality\" (abstract; the results "
     "tables could not be read, tests/data/reference/methods.md section 1.5)",
 }
 
 
 SAURON_CLAIM = (
-    "Seed 004 / Valverde et al. (abstract and Neurocomputing highlights): Sauron \"reduced the FLOPs of nnUNet "
+    "Valverde et al. (abstract and Neurocomputing highlights): Sauron \"reduced the FLOPs of nnUNet "
     "inference by over 90% without sacrificing the segmentation quality\", and was \"the only method that achieved a "
     "reduction in model size of over 90% without deteriorating substantially the performance\". The per-dataset "
     "tables are not available (tests/data/reference/methods.md section 1.5), so these are the only reference "
@@ -60,10 +60,10 @@ def profile_table1(data: dict) -> str:
         + ("by torch.utils.flop_counter from shapes only (`monai_effseg.profile.count_flops`)" if "counter" in data
            else f"by fvcore at 1/{data.get('flops_downscale', 1)} size per axis, scaled")
         + " in eval mode (deep supervision heads off) at each network's paper input. \"Used params\" is what the "
-        "module has; seed 000's Table 1 also counted the ImageNet head its "
+        "module has; Martinho's Table 1 also counted the ImageNet head its "
         "EfficientNet encoders carried but never ran, so the \"with head\" column is the one to compare with it.",
         "",
-        "**Seed 000 (thesis) Table 1**: EfficientUNet family and the nnU-Net baseline, 1x1x128^3, 4 classes.",
+        "**Martinho's Table 1**: EfficientUNet family and the nnU-Net baseline, 1x1x128^3, 4 classes.",
         "",
     ]
     rows = []
@@ -84,11 +84,11 @@ def profile_table1(data: dict) -> str:
 
 
 def profile_lite(lite: dict, profiles: dict) -> str:
-    """Seed 001 Tables 4.2 / 4.3 next to our counts of the LiteUNet presets."""
+    """Tustumi's Tables 4.2 / 4.3 next to our counts of the LiteUNet presets."""
     out, lite_rows = [], []
     for name, meta in lite.items():
         p = profiles[name]
-        ref_flops, ref_params = SEED001_TABLES.get(name, (None, None))
+        ref_flops, ref_params = TUSTUMI_TABLES.get(name, (None, None))
         macs = p["flops"]["network"] / 2
         lite_rows.append([
             name, meta["table"], "x".join(map(str, p["input"][1:])), f"{p['params']['network'] / 1e6:.3f}M",
@@ -99,10 +99,10 @@ def profile_lite(lite: dict, profiles: dict) -> str:
     if lite_rows:
         out += [
             "",
-            "**Seed 001 Tables 4.2 (2D, 9x256x256) and 4.3 (3D, 1x8x256x256)**: LiteUNet presets (one stage, 2 "
+            "**Tustumi's Tables 4.2 (2D, 9x256x256) and 4.3 (3D, 1x8x256x256)**: LiteUNet presets (one stage, 2 "
             "classes). The thesis counted with sovrasov/flops-counter.pytorch, which reports multiply-accumulates, so "
             "our MACs (= FLOPs / 2) are the column to compare. `benchmarks/bench_lite.py` assigns each gap over 10% "
-            "its causes, and docs/deviations.md (Seed 001 fidelity) explains them: the thesis' counter missed most "
+            "its causes, and docs/deviations.md (Tustumi fidelity) explains them: the thesis' counter missed most "
             "encoder convolutions, our decoder is a reading of an unspecified block, and Table 4.2 swaps its top and "
             "default rows.",
             "",
@@ -194,7 +194,7 @@ def render_lite_speed(data: dict, figures: Path) -> str:
     ]  # fmt: skip
     fig = plot_lite(data, figures / "lite_per_slice.png")
     if fig:
-        out += ["", f"![per-slice CPU time of the seed-001 presets](figures/{fig.name})"]
+        out += ["", f"![per-slice CPU time of Tustumi's presets](figures/{fig.name})"]
     return "\n".join(out)
 
 
@@ -330,7 +330,7 @@ def render_scatter(data: dict, figures: Path) -> str:
         rows.append([p["bundle"], inputs, gflops, f"{p['params']:,}", fnum(p["paper_gflops"], 1),
                      " / ".join(f"{k} {fnum(v)}" for k, v in p["dice"].items())])  # fmt: skip
     out = [
-        "Like seed 000's Fig. 9 (DSC against FLOPs), for the networks the demos trained: x = GFLOPs (2 x MAC) of one "
+        "Like Martinho's Fig. 9 (DSC against FLOPs), for the networks the demos trained: x = GFLOPs (2 x MAC) of one "
         "forward pass of the bundle's demo network at its demo input (both stages of a cascade or of a "
         "liver-then-tumour network; the Sauron net as pruned at the end of its demo), y = hold-out Dice of the "
         f"demos section (measured {data['demos_measured_at']}). KiTS and LiTS are separate panels: different tasks "

@@ -9,10 +9,10 @@ machine (issue 8, part 3).
 Sections (``--sections``; the report lists them in this order; each measured in the module named):
 
 - ``profile`` (bench_efficientnet_profile): params and FLOPs (2 x MAC) of every registered architecture next to the
-  papers' tables (seed 000 Table 1, seed 001 Tables 4.2 / 4.3, the nnU-Net reference 31,196,384 / 0.955T).
+  papers' tables (Martinho's Table 1, Tustumi's Tables 4.2 / 4.3, the nnU-Net reference 31,196,384 / 0.955T).
 - ``speed`` (bench_efficientnet_speed): CPU forward time of the KiTS networks at 1x1x128^3, interleaved rounds, eager
   and ``optimize_for_inference`` (what the bundles run), as a ratio to the nnU-Net baseline, next to the FLOP ratio.
-- ``lite_speed`` (bench_lite): CPU time per output slice of every seed-001 preset at 256x256 (2.5D: 9 slices in, 1
+- ``lite_speed`` (bench_lite): CPU time per output slice of every Tustumi preset at 256x256 (2.5D: 9 slices in, 1
   out; 3D: 8 in, 4 out), next to the thesis' Tables 4.4 / 4.5.
 - ``inference`` (bench_inference): whole-CT ``inference.json`` of every bundle on a 512x512x100 CT at 0.78x0.78x3 mm
   with the demo model (fresh weights); ``--inference-net paper`` times the paper-size networks instead.
@@ -21,7 +21,7 @@ Sections (``--sections``; the report lists them in this order; each measured in 
   0.85; LiTS liver 0.9, tumour 0.5), and the final hold-out Dice.
 - ``sauron`` (bench_demo): the compression curve of the ``kits_sauron_nnunet`` demo (from this run's ``demos``
   section when it ran, else its own demo run); ``scatter`` (bench_demo): hold-out Dice against GFLOPs of each
-  bundle's demo network (like seed 000's Fig. 9), from the saved ``demos`` results.
+  bundle's demo network (like Martinho's Fig. 9), from the saved ``demos`` results.
 - ``gpu`` (bench_gpu): ``benchmarks/gpu_throughput.py`` when CUDA is available, else "no GPU".
 
 Time: the demos run after every other measuring section; each demo gets at most ``--demo-budget-s`` (300 s) of
@@ -130,7 +130,7 @@ SECTIONS = (
      ("profile_names",)),
     ("speed", "CPU forward time relative to the nnU-Net baseline", _measure("bench_efficientnet_speed"),
      rs.render_speed, ("speed_nets", "speed_size", "speed_rounds", "speed_modes", "threads")),
-    ("lite_speed", "Seed-001 presets: CPU time per slice", _measure("bench_lite"), rs.render_lite_speed,
+    ("lite_speed", "Tustumi's presets: CPU time per slice", _measure("bench_lite"), rs.render_lite_speed,
      ("lite_presets", "lite_size", "lite_repeats", "threads")),
     ("inference", "Full-volume inference per bundle", _measure("bench_inference", "measure_inference"),
      rs.render_inference, ("bundles", "ct_shape", "ct_spacing", "inference_net", "threads", "device")),

@@ -164,7 +164,7 @@ def test_iou_thresholds():
     assert (m["lesion_tp_iou50"], m["lesion_fp_iou50"]) == (0, 1)  # the low-IoU prediction becomes a false positive
 
 
-def test_size_groups_follow_seed001_table_4_1():
+def test_size_groups_follow_tustumis_table_4_1():
     assert [size_group(v) for v in (1, 999, 1000, 10000, 10001)] == ["small", "small", "medium", "medium", "large"]
     ref = np.zeros((60, 60, 60), dtype=bool)
     ref[2:7, 2:7, 2:7] = True  # 125 voxels: small
