@@ -1,4 +1,5 @@
-"""Data layer: dataset adapters, deterministic splits, fingerprints, validation, synthetic phantoms, atomic IO."""
+"""Data layer: dataset adapters, deterministic splits, fingerprints, validation, synthetic phantoms, a realistic
+synthetic KiTS dataset around real label maps, atomic IO."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from monai_effseg.data.layouts import (
     case_number,
     detect_layout,
 )
+from monai_effseg.data.realistic import default_labels_dir, realistic_kits_dataset
 from monai_effseg.data.split import SplitFileError, create_split, exclude_cases, load_or_create_split
 from monai_effseg.data.synthetic import default_cache_dir, synthetic_classes, synthetic_dataset
 from monai_effseg.data.validation import (
@@ -57,6 +59,7 @@ __all__ = [
     "compute_fingerprint",
     "create_split",
     "default_cache_dir",
+    "default_labels_dir",
     "detect_layout",
     "exclude_cases",
     "inference_datalist",
@@ -66,6 +69,7 @@ __all__ = [
     "load_or_compute_fingerprint",
     "load_or_create_split",
     "read_volume",
+    "realistic_kits_dataset",
     "synthetic_classes",
     "synthetic_dataset",
     "validate_case",

@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -33,6 +33,8 @@ __all__ = [
     "ORIENTATIONS",
     "SYNTHETIC_VERSION",
     "default_cache_dir",
+    "generate_once",
+    "settings_digest",
     "synthetic_classes",
     "synthetic_dataset",
     "write_case",
@@ -158,20 +160,30 @@ def synthetic_dataset(
         "orientations": [str(o).upper() for o in orientations],
         "classes": synthetic_classes(kind, cysts),
     }
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     cache = Path(root).expanduser() if root is not None else default_cache_dir()
-    final = cache / "synthetic" / f"{kind}-v{SYNTHETIC_VERSION}-{digest}"
-    if (final / MANIFEST).is_file():
+    final = cache / "synthetic" / f"{kind}-v{SYNTHETIC_VERSION}-{settings_digest(params)}"
+    return generate_once(final, lambda tmp: _generate(tmp, params), MANIFEST, f"{num_cases} synthetic {kind} cases")
+
+
+def settings_digest(params: dict[str, Any]) -> str:
+    """Short content hash of a generator's settings (JSON, sorted keys): the cache folder's name suffix."""
+    return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def generate_once(final: Path, generate: Callable[[Path], None], marker: str, what: str = "dataset") -> Path:
+    """``final``, generated on first use: ``generate(tmp)`` fills a temporary sibling folder (writing ``marker``
+    last), which is then renamed to ``final``, so concurrent callers (e.g. DDP ranks) never see a partial dataset."""
+    if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    logger.info("generating %d synthetic %s cases into %s", num_cases, kind, final)
+    logger.info("generating %s into %s", what, final)
     try:
-        _generate(tmp, params)
+        generate(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
-            if not (final / MANIFEST).is_file():
+            if not (final / marker).is_file():
                 raise
             # Another process finished the same dataset first; its copy is identical.
     finally:
