@@ -4,7 +4,7 @@ Protocol (tests/data/reference/architectures.md section 5, extended): batch 1, 1
 ``torch.no_grad()``, ``torch.set_num_threads(2)``, deep supervision off (inference), glibc told to keep freed memory
 (``keep_freed_memory()``, process-wide, so it applies to every network alike; ``--return-freed-memory`` to
 compare). Every network runs in each of ``--modes``: ``eager`` and ``optimized``
-(``monai_effseg.nets.inference.optimize_for_inference``, the same generic optimisations for all of them) by
+(``monai_effseg.deploy.optimize.optimize_for_inference``, the same generic optimisations for all of them) by
 default; ``channels_last``, ``jit`` and ``compile`` are the alternatives that were tried (see :func:`prepare`).
 ``--warmup`` untimed rounds come first (2: the first pass of each network in a shared process still maps fresh heap
 pages for the next one; from the second on the passes run without page faults, so the samples measure compute),
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from monai_effseg.nets import build_net
-from monai_effseg.nets.inference import keep_freed_memory, optimize_for_inference
+from monai_effseg.deploy.optimize import keep_freed_memory, optimize_for_inference
 from monai_effseg.profile import count_flops
 
 BASELINE = "nnunet"

@@ -18,7 +18,7 @@ flagged (the thesis: "less than 1 second per slice ... without using a GPU"). At
 PyTorch CPU dispatch rule: a dense conv whose N*C*D*H is at most 20480 (here every level of depth 4 from 64x64 down)
 runs the reference ``slow_conv3d`` instead of oneDNN, measured 10x slower on such a conv (55 vs 5.5 ms at
 1x64x4x64x64, 64 -> 32 channels); any batch > 1 takes oneDNN, and so does ``--optimized``
-(:func:`monai_effseg.nets.inference.optimize_for_inference`: oneDNN for every conv, channels-last, BN folded).
+(:func:`monai_effseg.deploy.optimize.optimize_for_inference`: oneDNN for every conv, channels-last, BN folded).
 run_all.py's ``lite_speed`` section is :func:`measure_section`; its report uses the tables below.
 """
 
@@ -196,7 +196,7 @@ def time_presets(
     import torch
 
     from monai_effseg.nets import build_net
-    from monai_effseg.nets.inference import optimize_for_inference
+    from monai_effseg.deploy.optimize import optimize_for_inference
 
     previous, rows = torch.get_num_threads(), []
     torch.set_num_threads(threads)

@@ -7,7 +7,7 @@ so the figure is dominated by the sliding window over the resampled volume. Mirr
 (``--mirror`` turns the bundle's setting back on).
 
 ``--compare-optimize`` (issue 25) runs the bundle twice in one process on the same weights, ``optimize`` false
-(the eager network) then true (:func:`monai_effseg.nets.inference.optimize_for_inference`, what ``inference.json``
+(the eager network) then true (:func:`monai_effseg.deploy.optimize.optimize_for_inference`, what ``inference.json``
 runs on the CPU by default), and reports both times, their ratio and whether the label maps are identical.
 
     python benchmarks/bench_real_ct.py [--bundle kits_nnunet_baseline] [--threads 2] [--mirror] [--json out.json]

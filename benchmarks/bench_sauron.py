@@ -28,7 +28,7 @@ under ``torch.inference_mode``, warm-up then the median of ``--rounds`` rounds, 
 - ``demo``: the demo's own unpruned and pruned nets (features of ``demo.json``).
 
 For each: time ratio (pruned / unpruned), FLOP ratio and their quotient, which the issue wants within [0.5, 2].
-Both in eager PyTorch (NCDHW) and, with ``--optimized``, after :func:`monai_effseg.nets.inference.optimize_for_inference`
+Both in eager PyTorch (NCDHW) and, with ``--optimized``, after :func:`monai_effseg.deploy.optimize.optimize_for_inference`
 (channels-last oneDNN convs), the form a CPU deployment would run.
 
 The pruned widths come from this run's Sauron training or, with ``--widths-from model.pt``, from a saved checkpoint
@@ -272,7 +272,7 @@ def speed_pair(label: str, unpruned: nn.Module, pruned: nn.Module, input_shape: 
     params = {"unpruned": _params(unpruned), "pruned": _params(pruned)}
     nets = {"unpruned": unpruned, "pruned": pruned}
     if optimized:
-        from monai_effseg.nets.inference import optimize_for_inference
+        from monai_effseg.deploy.optimize import optimize_for_inference
 
         nets = {k: optimize_for_inference(v) for k, v in nets.items()}
     timing = time_interleaved(nets, input_shape, threads, warmup, rounds)

@@ -1,10 +1,10 @@
-"""Issue 25: bundle inference runs :func:`~monai_effseg.nets.inference.optimize_for_inference`'s network on the
+"""Issue 25: bundle inference runs :func:`~monai_effseg.deploy.optimize.optimize_for_inference`'s network on the
 CPU (``inference.json``'s ``optimize`` key, on by default there), and it writes the eager network's segmentation.
 
 Per bundle: ``inference.json`` at its demo sizes, random weights, run twice on the same scans (``optimize`` false,
 then true) in this process; the network outputs must agree to float32 rounding and the label maps written be
 identical but for voxels where class scores tie within that rounding. Plus the fallback of
-:class:`~monai_effseg.nets.inference.OneDNNConv` when a torch build lacks its private oneDNN ops.
+:class:`~monai_effseg.deploy.optimize.OneDNNConv` when a torch build lacks its private oneDNN ops.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _run(bundle: Path, overrides: dict, out: Path, monkeypatch) -> tuple[dict, l
         finally:
             workflow.finalize()
     # the optimized copy served only the run: the evaluator holds @network again, which is still the eager network
-    from monai_effseg.nets.inference import OneDNNConv
+    from monai_effseg.deploy.optimize import OneDNNConv
 
     network = workflow.parser.get_parsed_content("network")
     assert evaluator.network is network and not any(isinstance(m, OneDNNConv) for m in network.modules())
@@ -186,7 +186,7 @@ def _fusing_net() -> torch.nn.Module:
 
 @pytest.fixture
 def fresh_op_lookup():
-    from monai_effseg.nets import inference
+    from monai_effseg.deploy import optimize as inference
 
     inference._checked_op.cache_clear()
     yield inference
@@ -232,7 +232,7 @@ def test_onednn_conv_falls_back_when_an_op_is_missing(role, replacement, fresh_o
 @pytest.mark.parametrize("attr,scalars", [("none", []), ("relu", []), ("swish", []), ("leaky_relu", [0.01])])
 def test_onednn_conv_plain_path_equals_the_onednn_op(attr, scalars):
     """The fallback computes what each oneDNN op computes, for every fused activation and the residual add."""
-    from monai_effseg.nets.inference import OneDNNConv
+    from monai_effseg.deploy.optimize import OneDNNConv
 
     torch.manual_seed(0)
     conv = torch.nn.Conv3d(4, 6, 3, padding=1)

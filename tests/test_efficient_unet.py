@@ -248,7 +248,7 @@ def warmed_up(net: torch.nn.Module) -> torch.nn.Module:
 @pytest.mark.parametrize("decoder", ["nnunet", "mbconv"])
 def test_optimize_for_inference_keeps_outputs(decoder):
     from monai_effseg.nets import PlainUNet
-    from monai_effseg.nets.inference import ConcatFreeUNetDecoder, FusedResidualBlock, optimize_for_inference
+    from monai_effseg.deploy.optimize import ConcatFreeUNetDecoder, FusedResidualBlock, optimize_for_inference
 
     for net in (warmed_up(small_net(decoder, "efficientnetv2-s")), PlainUNet(features=(8, 16, 32), out_channels=3).eval()):
         fast = optimize_for_inference(net)

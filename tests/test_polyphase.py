@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from monai_effseg.nets import PlainUNet
-from monai_effseg.nets.inference import ConcatFreeUNetDecoder, optimize_for_inference
-from monai_effseg.nets.polyphase import UpsampledConv
+from monai_effseg.deploy.optimize import ConcatFreeUNetDecoder, optimize_for_inference
+from monai_effseg.deploy.polyphase import UpsampledConv
 
 
 def pair(dims, stride, kernel, up_bias=False):

@@ -417,7 +417,7 @@ def test_torchscript_of_pruned_network_equals_eager():
 
 def test_cpu_inference_form_of_pruned_network_equals_eager():
     """optimize_for_inference (channels-last oneDNN, decoder without concatenation) on pruned, uneven widths."""
-    from monai_effseg.nets.inference import ConcatFreeUNetDecoder, optimize_for_inference
+    from monai_effseg.deploy.optimize import ConcatFreeUNetDecoder, optimize_for_inference
 
     net = small_net(dtype=torch.float32).eval()
     graph = ChannelGraph.trace(net)

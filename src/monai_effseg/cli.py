@@ -52,7 +52,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         p = profile_model(name, model, shape)
         if args.time:
             if args.optimized:
-                from monai_effseg.nets.inference import optimize_for_inference
+                from monai_effseg.deploy.optimize import optimize_for_inference
 
                 model = optimize_for_inference(model)
             p.extra["time_s"] = time_forward(model, shape, threads=args.threads)
@@ -179,7 +179,7 @@ def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
                       help="C and spatial size, no batch (default: each network's paper input)")
     prof.add_argument("--time", action="store_true", help="also time a CPU forward pass")
     prof.add_argument("--optimized", action="store_true",
-                      help="time after monai_effseg.nets.inference.optimize_for_inference (BN folding, channels-last)")
+                      help="time after monai_effseg.deploy.optimize.optimize_for_inference (BN folding, channels-last)")
     prof.add_argument("--threads", type=int, default=2)
     prof.set_defaults(func=cmd_profile)
 

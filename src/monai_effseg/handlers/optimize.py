@@ -1,4 +1,4 @@
-"""Bundle inference on :func:`~monai_effseg.nets.inference.optimize_for_inference`'s network (BN folding, oneDNN
+"""Bundle inference on :func:`~monai_effseg.deploy.optimize.optimize_for_inference`'s network (BN folding, oneDNN
 convs, concat-free decoder, polyphase upsampling): same segmentation, faster on the CPU.
 
 The bundles' ``inference.json`` lists :class:`OptimizeForInference` among the evaluator's handlers with
@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from ignite.engine import Engine, Events
 
-from monai_effseg.nets.inference import optimize_for_inference
+from monai_effseg.deploy.optimize import optimize_for_inference
 
 logger = logging.getLogger(__name__)
 

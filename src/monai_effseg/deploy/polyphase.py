@@ -7,7 +7,7 @@ coarse input: per dimension, a kernel-3 conv after stride-2 upsampling reads onl
 decoder widths (the coarse input has twice the fine channels) that is ``8 * 2C * C`` multiply-adds per fine voxel
 instead of ``27 * C * C + 2C * C``, 45% fewer, and the upsampled tensor is never written. The phases are then
 interleaved into the fine grid. Exact up to float rounding, including the zero-padded borders (the upsampled grid
-is zero-padded exactly where the coarse one is). Used by :func:`~monai_effseg.nets.inference.optimize_for_inference`.
+is zero-padded exactly where the coarse one is). Used by :func:`~monai_effseg.deploy.optimize.optimize_for_inference`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@
 6. **No decoder concatenation** (:class:`ConcatFreeUNetDecoder`): the first conv of each nnU-Net decoder level runs
    on the upsampled and the skip tensor separately (its weight split in two) and adds, instead of first writing
    their concatenation: at full resolution that copy is a 2C-channel tensor written and read once more.
-7. **Upsampling folded into that conv** (:class:`~monai_effseg.nets.polyphase.UpsampledConv`): the transposed conv
+7. **Upsampling folded into that conv** (:class:`~monai_effseg.deploy.polyphase.UpsampledConv`): the transposed conv
    and the conv on its output run as one conv at the coarse resolution, one output block per phase, then
    interleaved: 45% fewer multiply-adds on that path, and the upsampled tensor is never written.
 
@@ -49,7 +49,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from monai_effseg.blocks.conv import ConvNormAct
 from monai_effseg.blocks.mbconv import ResidualBlock
 from monai_effseg.decoders.unet import UNetDecoder
-from monai_effseg.nets.polyphase import UpsampledConv
+from monai_effseg.deploy.polyphase import UpsampledConv
 
 logger = logging.getLogger(__name__)
 
