@@ -109,11 +109,15 @@ def main() -> None:
     print("| pipeline | stage 1 (s) | stage 2 (s) | total (s) | vs single-stage ResidualUNet |")
     print("|---|---|---|---|---|")
     for name, m in med.items():
-        print(f"| {name} | {m.get('stage1_s', float('nan')):.1f} | {m.get('stage2_s', float('nan')):.1f} "
-              f"| {m['total_s']:.1f} | {m['total_s'] / base:.2f} |")
+        print(
+            f"| {name} | {m.get('stage1_s', float('nan')):.1f} | {m.get('stage2_s', float('nan')):.1f} "
+            f"| {m['total_s']:.1f} | {m['total_s'] / base:.2f} |"
+        )
     cascade = med["cascade"]["total_s"]
-    print(f"cascade / full-resolution single pass: {cascade / base:.2f} "
-          f"({'cheaper' if cascade < base else 'NOT cheaper'})")
+    print(
+        f"cascade / full-resolution single pass: {cascade / base:.2f} "
+        f"({'cheaper' if cascade < base else 'NOT cheaper'})"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-
-from monai_effseg.workflows import run_bundle
+from demo_stages import run_demo_list
 from report_figures import KIDNEY_THRESHOLD, LIVER_THRESHOLD, TUMOUR_THRESHOLD
 from report_format import bundle_kind, clean, cpu_seconds, error_message, log_tail, redirect_output
 from report_sections import SAURON_BUNDLE, SAURON_CLAIM
-from demo_stages import run_demo_list
 from training_clock import CappedStages
+
+from monai_effseg.workflows import run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ("kits_residual_unet", "kits_unet_cascade", "kits_mss_unet")
@@ -102,7 +102,7 @@ def main() -> None:
         if not mine:
             continue
         keys = KEYS[protocol]
-        print(f"\n| bundle | runs | wall min / median (s) | CPU min / median (s) | load | "
+        print("\n| bundle | runs | wall min / median (s) | CPU min / median (s) | load | "
               + " | ".join(keys) + " | bar |")  # fmt: skip
         print("|" + "---|" * (len(keys) + 6))
         for bundle in dict.fromkeys(r["bundle"] for r in mine):
@@ -196,8 +196,10 @@ def holdout_summary(run: dict, work: Path) -> tuple[dict, Optional[str]]:
                                    run["protocol"])  # fmt: skip
     except Exception as exc:  # noqa: BLE001
         return summary, "hold-out evaluation failed: " + error_message(exc)
-    return summary, ("the demo's own hold-out evaluation failed (" + run["run_error"].split("\n")[0][:300] + "); "
-                     "run_all evaluated its predictions with metrics.report.evaluate_datalist under neutral file names")
+    return summary, (
+        "the demo's own hold-out evaluation failed (" + run["run_error"].split("\n")[0][:300] + "); "
+        "run_all evaluated its predictions with metrics.report.evaluate_datalist under neutral file names"
+    )
 
 
 def demo_targets(bundle: str, n_stages: int, history: list[dict], names: list[str]) -> list[dict]:
@@ -378,8 +380,11 @@ def measure_sauron(ctx: Any) -> dict:
     demo = ctx.live.get("demos", {}).get(SAURON_BUNDLE)
     source = "the demos section of this run"
     if not demo or "error" in demo or not demo.get("sauron_history"):
-        budget = ctx.settings.demo_budget_s if ctx.settings.quick else min(ctx.settings.demo_budget_s,
-                                                                          max(60.0, ctx.deadline_left() - 150))
+        budget = (
+            ctx.settings.demo_budget_s
+            if ctx.settings.quick
+            else min(ctx.settings.demo_budget_s, max(60.0, ctx.deadline_left() - 150))
+        )
         ctx.log(f"sauron: running the {SAURON_BUNDLE} demo (time cap {budget:.0f} s)")
         demo = run_capped_demo(SAURON_BUNDLE, ctx, budget)
         source = "its own demo run"

@@ -93,9 +93,10 @@ def registered_networks(first: Sequence[str] = ()) -> list[str]:
 def measure_section(ctx: Any) -> dict:
     """run_all.py's ``profile`` section (``ctx``: its ``Context``): :func:`measure` of ``profile_names`` (``None``:
     every registered network) with Table 1's rows and the LiteUNet presets' stage tables."""
+    from report_sections import OTHER_NETS
+
     import monai_effseg.pruning  # noqa: F401  (registers "sauron_nnunet")
     from monai_effseg.encoders.lite import PRESETS
-    from report_sections import OTHER_NETS
 
     names = ctx.settings.profile_names
     result = measure(list(names or registered_networks(OTHER_NETS)), keep_going=True, log=ctx.log)
@@ -119,6 +120,7 @@ def main() -> None:
     )
     print("|" + "---|" * 15)
     for r in result["table1"]:
+
         def m(v):
             return f"{v:.3f}M" if v is not None else "-"
 

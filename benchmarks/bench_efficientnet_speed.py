@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from monai_effseg.nets import build_net
 from monai_effseg.deploy.optimize import keep_freed_memory, optimize_for_inference
+from monai_effseg.nets import build_net
 from monai_effseg.profile import count_flops
 
 BASELINE = "nnunet"
@@ -133,8 +133,10 @@ def measure(
         for mode in modes:
             models[name, mode] = prepare(net, mode, x)
     load_before = os.getloadavg()
-    log(f"load average before: {load_before}; threads {torch.get_num_threads()}; input 1x1x{size}^3; "
-        f"allocator: {allocator}")
+    log(
+        f"load average before: {load_before}; threads {torch.get_num_threads()}; input 1x1x{size}^3; "
+        f"allocator: {allocator}"
+    )
     for _ in range(warmup):  # oneDNN primitive creation, and the heap growing to every network's peak
         for model in models.values():
             run_once(model, x)
@@ -170,12 +172,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds before the timed ones")
-    parser.add_argument("--return-freed-memory", action="store_true",
-                        help="leave glibc's default (return large freed blocks to the OS) instead of keep_freed_memory()")
-    args = parser.parse_args()
-    result = measure(
-        args.nets, args.modes, args.size, args.threads, args.rounds, args.warmup, args.return_freed_memory
+    parser.add_argument(
+        "--return-freed-memory",
+        action="store_true",
+        help="leave glibc's default (return large freed blocks to the OS) instead of keep_freed_memory()",
     )
+    args = parser.parse_args()
+    result = measure(args.nets, args.modes, args.size, args.threads, args.rounds, args.warmup, args.return_freed_memory)
 
     def fmt(value):
         return "-" if value is None else f"{value:.3f}"

@@ -91,11 +91,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         sp = "x".join(f"{s:.2f}" for s in r["spacing"])
-        print(f"| {r['case']} | {sp} | {r['noisy_kidney']:.4f} | {r['cleaned_kidney']:.5f} | {r['noisy_tumor']:.4f} "
-              f"| {r['cleaned_tumor']:.5f} | {r['gap']:.2e} | {r['seconds']:.2f} |")
+        print(
+            f"| {r['case']} | {sp} | {r['noisy_kidney']:.4f} | {r['cleaned_kidney']:.5f} | {r['noisy_tumor']:.4f} "
+            f"| {r['cleaned_tumor']:.5f} | {r['gap']:.2e} | {r['seconds']:.2f} |"
+        )
     worst = max(r["gap"] for r in rows)
-    print(f"worst Dice gap to the clean labels after post-processing: {worst:.2e} (bar: <= 1e-3): "
-          f"{'PASS' if worst <= 1e-3 else 'FAIL'}")
+    print(
+        f"worst Dice gap to the clean labels after post-processing: {worst:.2e} (bar: <= 1e-3): "
+        f"{'PASS' if worst <= 1e-3 else 'FAIL'}"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

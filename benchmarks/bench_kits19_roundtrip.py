@@ -130,20 +130,27 @@ def main() -> None:
         scans.mkdir()
         cases = [write_case(label, scans) for label in labels]
         if not args.no_oracle:
-            print("| case | shape (z, y, x) | spacing (z, y, x) mm | axcodes | oracle kidney Dice | oracle tumour Dice "
-                  "| shape equal | s |\n|---|---|---|---|---|---|---|---|")
+            print(
+                "| case | shape (z, y, x) | spacing (z, y, x) mm | axcodes | oracle kidney Dice | oracle tumour Dice "
+                "| shape equal | s |\n|---|---|---|---|---|---|---|---|"
+            )
             for image, label in cases:
                 ref = nib.load(str(label))
                 r = oracle_roundtrip(image, label, spacing_mode=3)
                 zooms = ", ".join(f"{z:.3g}" for z in ref.header.get_zooms())
-                print(f"| {label.name[:-7]} | {ref.shape} | {zooms} | {''.join(nib.aff2axcodes(ref.affine))} "
-                      f"| {r['kidney_dice']} | {r['tumor_dice']} | {r['shape_ok']} | {r['seconds']} |", flush=True)
+                print(
+                    f"| {label.name[:-7]} | {ref.shape} | {zooms} | {''.join(nib.aff2axcodes(ref.affine))} "
+                    f"| {r['kidney_dice']} | {r['tumor_dice']} | {r['shape_ok']} | {r['seconds']} |",
+                    flush=True,
+                )
         rows = [row for bundle in args.bundles for row in bundle_roundtrip(bundle, scans, Path(tmp) / "out")]
     print("\n| bundle | case | shape | shape equal | affine equal (bit for bit) | max abs diff | axcodes | labels |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['bundle']} | {r['case']} | {r['shape']} | {r['shape_equal']} | {r['affine_equal']} "
-              f"| {r['affine_max_abs_diff']:.1e} | {r['axcodes']} | {r['labels']} |")
+        print(
+            f"| {r['bundle']} | {r['case']} | {r['shape']} | {r['shape_equal']} | {r['affine_equal']} "
+            f"| {r['affine_max_abs_diff']:.1e} | {r['axcodes']} | {r['labels']} |"
+        )
     ok = all(r["shape_equal"] and r["affine_equal"] for r in rows)
     print(f"\nall outputs have the input's exact shape and affine: {ok}")
     print(json.dumps({"cases": len(cases), "bundles": args.bundles, "all_equal": ok}))

@@ -173,8 +173,10 @@ def print_fidelity(rows: Sequence[dict], evidence: dict[str, dict]) -> None:
               f"{params / r['thesis_params']:5.2f}  {macs / m:5.0f}M {2 * macs / m:5.0f}M "
               f"{r['thesis_macs'] / m:6.1f}M {macs / r['thesis_macs']:5.1f} {r['macs']['encoder'] / m:5.0f}M "
               f"{_dec_share(r):4.0%}  {causes}")  # fmt: skip
-    print("\nMACs, FLOPs (= 2 x MACs): ours, every convolution; thesis: Tables 4.2 / 4.3 'FLOPs' (ptflops MACs). "
-          "enc: MACs of the encoder rows (Tables A.x) alone; dec: share of head + decoder + output in our MACs.\n")
+    print(
+        "\nMACs, FLOPs (= 2 x MACs): ours, every convolution; thesis: Tables 4.2 / 4.3 'FLOPs' (ptflops MACs). "
+        "enc: MACs of the encoder rows (Tables A.x) alone; dec: share of head + decoder + output in our MACs.\n"
+    )
     print(f"{'family':16} {'top-default: ours':>17} {'thesis':>7}  {'thesis - ours (rows matched)':28} "
           "spread: enc MACs / thesis MACs (presets of the same widths)")  # fmt: skip
     for fam, ev in evidence.items():
@@ -195,8 +197,8 @@ def time_presets(
     """CPU time per output slice of each preset (see the module docstring); a failure becomes ``{name, error}``."""
     import torch
 
-    from monai_effseg.nets import build_net
     from monai_effseg.deploy.optimize import optimize_for_inference
+    from monai_effseg.nets import build_net
 
     previous, rows = torch.get_num_threads(), []
     torch.set_num_threads(threads)
@@ -246,7 +248,9 @@ def measure_section(ctx: Any) -> dict:
 def print_speed(rows: Sequence[dict], size: int, threads: int, batch: int = 1, optimized: bool = False) -> None:
     ok = {r["name"]: r for r in rows if "per_slice_s" in r}
     mode = "optimize_for_inference" if optimized else "eager"
-    print(f"\nCPU prediction at {size}x{size}, {threads} threads, batch {batch}, {mode}\n{'preset':24} {'ms/slice':>9} {'thesis ms':>9}")
+    print(
+        f"\nCPU prediction at {size}x{size}, {threads} threads, batch {batch}, {mode}\n{'preset':24} {'ms/slice':>9} {'thesis ms':>9}"
+    )
     for r in rows:
         if r["name"] not in ok:
             print(f"{r['name']:24} failed: {r['error']}")
@@ -256,8 +260,11 @@ def print_speed(rows: Sequence[dict], size: int, threads: int, batch: int = 1, o
     print("3D / 2D time per slice, ours (thesis Tables 4.5 / 4.4):")
     for fam in ("mobilenetv2", "mobilenetv3", "shufflenetv2"):  # DSTS exists in 3D only
         pairs = [(v, ok.get(f"{fam}-2d-{v}"), ok.get(f"{fam}-3d-{v}")) for v in ("top", "default", "bottom")]
-        cells = [f"{v} {b['per_slice_s'] / a['per_slice_s']:.2f} "
-                 f"({b['thesis_per_slice_s'] / a['thesis_per_slice_s']:.2f})" for v, a, b in pairs if a and b]
+        cells = [
+            f"{v} {b['per_slice_s'] / a['per_slice_s']:.2f} ({b['thesis_per_slice_s'] / a['thesis_per_slice_s']:.2f})"
+            for v, a, b in pairs
+            if a and b
+        ]
         if cells:
             print(f"  {fam}: " + ", ".join(cells))
     print("over 1 s per slice: " + (", ".join(n for n, r in ok.items() if r["per_slice_s"] > 1.0) or "none"))

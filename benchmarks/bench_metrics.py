@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from monai_effseg.metrics import kits_case_metrics, lits_case_metrics
 from monai_effseg.boxes import union_bbox
+from monai_effseg.metrics import kits_case_metrics, lits_case_metrics
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "kits19_labels"
 
@@ -83,9 +83,11 @@ def main() -> None:
                 lits_cpu.append(time.process_time() - cpu)
                 line += f"   lits {lits_wall[-1]:5.2f} / {lits_cpu[-1]:5.2f}"
             print(line, flush=True)
-    print(f"\nKiTS ({args.protocol}) all metrics, median over {len(kits_wall)} case x perturbation runs: "
-          f"wall {statistics.median(kits_wall):.2f} s, CPU {statistics.median(kits_cpu):.2f} s "
-          f"(max wall {max(kits_wall):.2f} s); bar: < 5 s wall")
+    print(
+        f"\nKiTS ({args.protocol}) all metrics, median over {len(kits_wall)} case x perturbation runs: "
+        f"wall {statistics.median(kits_wall):.2f} s, CPU {statistics.median(kits_cpu):.2f} s "
+        f"(max wall {max(kits_wall):.2f} s); bar: < 5 s wall"
+    )
     if args.lits:
         print(f"LiTS suite: median wall {statistics.median(lits_wall):.2f} s, CPU {statistics.median(lits_cpu):.2f} s")
 

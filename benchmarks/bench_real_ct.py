@@ -104,13 +104,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mirror", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--compare-optimize", action="store_true",
-                        help="eager and optimize_for_inference side by side: both times, ratio, identical labels")
+    parser.add_argument(
+        "--compare-optimize",
+        action="store_true",
+        help="eager and optimize_for_inference side by side: both times, ratio, identical labels",
+    )
     args = parser.parse_args()
     if args.compare_optimize:
         r = compare_optimize(args.bundle, args.ct, args.threads, args.mirror)
-        print(f"{r['bundle']} ({r['params']:,} params, fresh weights) on {r['ct']}: {r['shape']} at {r['spacing']} mm, "
-              f"{r['threads']} threads, mirror TTA {'on' if r['mirror_tta'] else 'off'}")
+        print(
+            f"{r['bundle']} ({r['params']:,} params, fresh weights) on {r['ct']}: {r['shape']} at {r['spacing']} mm, "
+            f"{r['threads']} threads, mirror TTA {'on' if r['mirror_tta'] else 'off'}"
+        )
         print(f"eager {r['eager_s']:.1f} s, optimized {r['optimized_s']:.1f} s: {r['speedup']:.2f}x wall "
               f"({r['cpu_speedup']:.2f}x in process CPU time); labels identical "
               f"{r['labels_identical']} ({r['voxels_differing']} of {np.prod(r['shape']):,} voxels differ), "

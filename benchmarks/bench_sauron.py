@@ -81,11 +81,7 @@ BASELINE = "kits_nnunet_baseline"
 SPEED_INPUT = (1, 1, 160, 160, 80)
 # pruning off: no penalty, and every threshold 0 (delta_prune >= 0 always, so select_channels keeps every channel)
 NO_PRUNING = {"sauron_lambda": 0.0, "sauron_tau_min": 0.0, "sauron_tau_max": 0.0}
-RUNS = {
-    "sauron": (SAURON, {}),
-    "unpruned": (SAURON, NO_PRUNING),
-    "nnunet_baseline": (BASELINE, {}),
-}
+RUNS = {"sauron": (SAURON, {}), "unpruned": (SAURON, NO_PRUNING), "nnunet_baseline": (BASELINE, {})}
 KIDNEY_KEY = {"kits19": "kidney_dice", "kits21": "kidney_and_mass_dice"}
 
 
@@ -312,14 +308,23 @@ def speed(demo_features: Sequence[int], demo_widths: dict[str, int], full_featur
         for opt in modes:
             torch.manual_seed(0)
             if pair == "full":
-                un, pr = SauronUNet(spatial_dims=3, features=list(full_features)), pruned_net(full_features, full_widths)
+                un, pr = (
+                    SauronUNet(spatial_dims=3, features=list(full_features)),
+                    pruned_net(full_features, full_widths),
+                )
             else:
-                un, pr = SauronUNet(spatial_dims=3, features=list(demo_features)), pruned_net(demo_features, demo_widths)
+                un, pr = (
+                    SauronUNet(spatial_dims=3, features=list(demo_features)),
+                    pruned_net(demo_features, demo_widths),
+                )
             result = speed_pair(pair, un, pr, input_shape, threads, warmup, rounds, opt)
             out["pairs"].append(result)
-            print(f"[speed] {pair} ({result['mode']}): unpruned {result['time']['unpruned']['median_s']:.3f} s, "
-                  f"pruned {result['time']['pruned']['median_s']:.3f} s; time ratio {result['time_ratio']:.4f}, "
-                  f"FLOP ratio {result['flop_ratio']:.4f}, quotient {result['quotient']:.2f}", flush=True)
+            print(
+                f"[speed] {pair} ({result['mode']}): unpruned {result['time']['unpruned']['median_s']:.3f} s, "
+                f"pruned {result['time']['pruned']['median_s']:.3f} s; time ratio {result['time_ratio']:.4f}, "
+                f"FLOP ratio {result['flop_ratio']:.4f}, quotient {result['quotient']:.2f}",
+                flush=True,
+            )
             del un, pr
     return out
 
@@ -381,8 +386,12 @@ def fair_run(arm: str, seed: int, settings: dict, work: Path, threads: int = 2) 
     pruner = parser.get_parsed_content("sauron#pruner")
     dice_key = f"val_kits_dice_{KIDNEY_KEY[parser.get_parsed_content('eval_protocol')]}"
     validation: list[dict] = []
-    evaluator.add_event_handler(Events.COMPLETED, lambda e: validation.append(
-        {"epoch": trainer.state.epoch, "kidney_dice": round(float(e.state.metrics.get(dice_key, float("nan"))), 4)}))
+    evaluator.add_event_handler(
+        Events.COMPLETED,
+        lambda e: validation.append(
+            {"epoch": trainer.state.epoch, "kidney_dice": round(float(e.state.metrics.get(dice_key, float("nan"))), 4)}
+        ),
+    )
     start = time.perf_counter()
     trainer.run()
     wall = time.perf_counter() - start
@@ -397,8 +406,11 @@ def fair_run(arm: str, seed: int, settings: dict, work: Path, threads: int = 2) 
                 "phase": h.get("phase")} for h in pruner.history]  # fmt: skip
     widths = ChannelGraph.trace(network).widths(network)
     kidney = _mean(holdout.get("metrics", {}).get("kidney_dice"))
-    print(f"[fair] {arm} seed {seed}: FLOPs {100 * history[-1]['flops'] / history[0]['flops']:.1f}% of start, "
-          f"hold-out kidney Dice {kidney}, {wall:.0f} s", flush=True)
+    print(
+        f"[fair] {arm} seed {seed}: FLOPs {100 * history[-1]['flops'] / history[0]['flops']:.1f}% of start, "
+        f"hold-out kidney Dice {kidney}, {wall:.0f} s",
+        flush=True,
+    )
     return {"arm": arm, "seed": seed, "flops_reduction": round(1 - history[-1]["flops"] / history[0]["flops"], 4),
             "kidney_dice": kidney, "validation": validation, "history": history, "widths": widths,
             "initial_widths": dict(zip(widths, pruner.history[0]["widths"])), "wall_s": round(wall, 1)}  # fmt: skip
@@ -471,7 +483,9 @@ def fair_summary(entries: list[dict], settings: dict) -> dict:
 def fair_speed(entries: list[dict], settings: dict, threads: int) -> dict:
     """Bar 3: forward time of the benchmark net, unpruned vs pruned (seed-0 authors' sampling) at the speed input,
     interleaved in one run; and the pruned widths' FLOPs on the paper's network (24..384) at 1x1x160x160x80."""
-    pruned = next((e for e in entries if e["arm"] == "sauron_last"), None) or next(e for e in entries if e["arm"] != "unpruned")
+    pruned = next((e for e in entries if e["arm"] == "sauron_last"), None) or next(
+        e for e in entries if e["arm"] != "unpruned"
+    )
     features = list(settings["features"])
     shape = (1, 1, *settings["speed_input"])
     torch.manual_seed(0)
@@ -573,7 +587,9 @@ def plot_curve(runs: dict[str, dict], path: str) -> None:
     base = runs["unpruned"]["initial_flops"] if "unpruned" in runs else None
     for r in runs.values():
         ref = base if (base and r["bundle"] == SAURON) else r["initial_flops"]
-        pts = [(100 * h["flops"] / ref, h["kidney_dice"], h["epoch"]) for h in r["history"] if h["kidney_dice"] is not None]
+        pts = [
+            (100 * h["flops"] / ref, h["kidney_dice"], h["epoch"]) for h in r["history"] if h["kidney_dice"] is not None
+        ]
         if not pts:
             continue
         xs, ys, es = zip(*pts)
@@ -595,19 +611,33 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=JSON",
-                        help="config overrides for both kits_sauron_nnunet runs, e.g. sauron_steps=15")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=JSON",
+        help="config overrides for both kits_sauron_nnunet runs, e.g. sauron_steps=15",
+    )
     parser.add_argument("--max-epochs", type=int, default=None, help="epochs of every run (default: the Sauron demo's)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="iterations per epoch of every run (default: the Sauron demo's, for an equal budget)")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="iterations per epoch of every run (default: the Sauron demo's, for an equal budget)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per net (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--speed-input", type=int, nargs=3, default=list(SPEED_INPUT[2:]), metavar=("H", "W", "D"))
     parser.add_argument("--pairs", nargs="+", default=["full", "demo"], choices=["full", "demo"])
     parser.add_argument("--optimized", action="store_true", help="also time after optimize_for_inference")
     parser.add_argument("--widths-from", default=None, help="take the pruned widths from this Sauron checkpoint")
-    parser.add_argument("--widths-features", type=int, nargs="+", default=None,
-                        help="features of the --widths-from net (default: demo.json's)")
+    parser.add_argument(
+        "--widths-features",
+        type=int,
+        nargs="+",
+        default=None,
+        help="features of the --widths-from net (default: demo.json's)",
+    )
     parser.add_argument("--skip-training", action="store_true", help="speed only (needs --widths-from)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--plot", default=None, help="Dice-vs-FLOPs PNG")
@@ -616,8 +646,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     fair.add_argument("--fair", action="store_true", help="the fair benchmark: arms x seeds, bars 1-4")
     fair.add_argument("--smoke", action="store_true", help="with --fair: a few minutes, results to /tmp")
     fair.add_argument("--arms", nargs="+", default=list(FAIR_ARMS), choices=list(FAIR_ARMS))
-    fair.add_argument("--results", default=None,
-                      help="results JSON (merged, section sauron; default docs/benchmarks.json, smoke /tmp)")
+    fair.add_argument(
+        "--results",
+        default=None,
+        help="results JSON (merged, section sauron; default docs/benchmarks.json, smoke /tmp)",
+    )
     for key, kind in (("seeds", int), ("features", int), ("patch", int)):
         fair.add_argument(f"--fair-{key}", dest=f"fair_{key}", type=kind, nargs="+", default=None)
     for key in ("epochs", "iterations", "val_interval", "holdout", "warmup", "finetune"):
@@ -638,7 +671,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     iterations = args.iterations or int(_config(SAURON, "iterations_per_epoch"))
     results: dict = {"threads": args.threads, "overrides": sauron_overrides, "load_before": os.getloadavg(),
                      "argv": sys.argv[1:] if argv is None else list(argv)}  # fmt: skip
-    print(f"load average before: {results['load_before']}; {epochs} epochs x {iterations} iterations per run", flush=True)
+    print(
+        f"load average before: {results['load_before']}; {epochs} epochs x {iterations} iterations per run", flush=True
+    )
     runs: dict[str, dict] = {}
     if not args.skip_training:
         runs = _train_all(args, results, epochs, iterations, sauron_overrides)
@@ -677,8 +712,10 @@ def _speed_of_pruned_widths(args: argparse.Namespace, runs: dict) -> dict:
         features, widths, source = demo_features, runs["sauron"]["widths"], "this run's Sauron demo"
     else:
         raise SystemExit("bench_sauron: speed needs the 'sauron' run or --widths-from")
-    print(f"\nSpeed at 1x1x{'x'.join(map(str, args.speed_input))}, {args.threads} threads, widths from {source}",
-          flush=True)
+    print(
+        f"\nSpeed at 1x1x{'x'.join(map(str, args.speed_input))}, {args.threads} threads, widths from {source}",
+        flush=True,
+    )
     result = speed(features, widths, list(_config(SAURON, "features", ["train.json"])), (1, 1, *args.speed_input),
                    args.threads, args.warmup, args.rounds, args.pairs, args.optimized)  # fmt: skip
     result["widths_source"] = source

@@ -42,11 +42,19 @@ def time_to_dice(bundle: str, threshold: float, work: Path, threads: int, max_ep
 
     @clock.on_validation
     def _record(engine, train_s: float) -> None:
-        history.append({"epoch": trainer.state.epoch, "train_s": round(train_s, 1),
-                        "kidney_dice": round(float(engine.state.metrics.get(KIDNEY, float("nan"))), 4),
-                        "mean_dice": round(float(engine.state.metrics.get("val_kits_dice", float("nan"))), 4)})
-        print(f"[{bundle}] epoch {history[-1]['epoch']}: train {history[-1]['train_s']} s, "
-              f"kidney Dice {history[-1]['kidney_dice']}", flush=True)
+        history.append(
+            {
+                "epoch": trainer.state.epoch,
+                "train_s": round(train_s, 1),
+                "kidney_dice": round(float(engine.state.metrics.get(KIDNEY, float("nan"))), 4),
+                "mean_dice": round(float(engine.state.metrics.get("val_kits_dice", float("nan"))), 4),
+            }
+        )
+        print(
+            f"[{bundle}] epoch {history[-1]['epoch']}: train {history[-1]['train_s']} s, "
+            f"kidney Dice {history[-1]['kidney_dice']}",
+            flush=True,
+        )
 
     start = time.perf_counter()
     trainer.run()
@@ -68,8 +76,11 @@ def time_to_dice(bundle: str, threshold: float, work: Path, threads: int, max_ep
         "training_s": history[-1]["train_s"] if history else None,
         "wall_with_validation_s": round(wall, 1),
         "final_val_kidney_dice": history[-1]["kidney_dice"] if history else None,
-        "holdout": {k: round(v["mean"], 4) for k, v in holdout.get("metrics", {}).items()
-                    if "dice" in k and v.get("mean") is not None},
+        "holdout": {
+            k: round(v["mean"], 4)
+            for k, v in holdout.get("metrics", {}).items()
+            if "dice" in k and v.get("mean") is not None
+        },
         "history": history,
     }
 
@@ -88,12 +99,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"ttd_{bundle}_") as work:
             results.append(time_to_dice(bundle, args.threshold, Path(work), args.threads, args.max_epochs))
     print(f"load average after: {os.getloadavg()}")
-    print(f"\n| bundle | network | params | time to kidney Dice >= {args.threshold} (s, training only) | epoch "
-          "| training (s) | wall incl. validation (s) | final val kidney Dice | hold-out |")
+    print(
+        f"\n| bundle | network | params | time to kidney Dice >= {args.threshold} (s, training only) | epoch "
+        "| training (s) | wall incl. validation (s) | final val kidney Dice | hold-out |"
+    )
     print("|" + "---|" * 9)
     for r in results:
-        print(f"| {r['bundle']} | {r['network']} | {r['params']:,} | {r['time_to_dice_s']} | {r['epoch_reached']} "
-              f"| {r['training_s']} | {r['wall_with_validation_s']} | {r['final_val_kidney_dice']} | {r['holdout']} |")
+        print(
+            f"| {r['bundle']} | {r['network']} | {r['params']:,} | {r['time_to_dice_s']} | {r['epoch_reached']} "
+            f"| {r['training_s']} | {r['wall_with_validation_s']} | {r['final_val_kidney_dice']} | {r['holdout']} |"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from monai.bundle.utils import ID_SEP_KEY
-
 from training_clock import CappedStages
 
 CALL = re.compile(r"\$\s*(?P<fn>[A-Za-z_][\w.]*)\((?P<args>.*)\)\s*$", re.S)
@@ -100,8 +99,9 @@ def list_call(parser: Any, item: Any) -> Optional[tuple[Callable, inspect.BoundA
     return fn, call
 
 
-def run_demo_list(workflow: Any, stages: CappedStages, train_overrides: dict, infer_literals: dict,
-                  times: dict) -> None:
+def run_demo_list(
+    workflow: Any, stages: CappedStages, train_overrides: dict, infer_literals: dict, times: dict
+) -> None:
     """The demo's run list item by item, as ``ConfigWorkflow.run`` evaluates it, except that every training stage
     (the workflow's own trainer, each stage helper call) runs under ``stages``, and a call taking ``overrides`` (the
     hold-out evaluation) gets ``infer_literals`` in them. ``times["holdout_s"]`` adds up the other items."""

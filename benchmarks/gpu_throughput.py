@@ -238,6 +238,7 @@ def measure_inference(bundle: Path, args, device: torch.device, amp: bool, ct_pa
     image = preprocessed[None].to(device)
     reset_peak(device)
     times = []
+
     def ctx():  # what SupervisedEvaluator does with amp (the inferer autocasts its network calls too)
         if amp and device.type == "cuda":
             return torch.autocast("cuda", dtype=amp_dtype(device))
@@ -354,15 +355,20 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--bundles", nargs="*", help="bundle names (default: every bundle under bundles/)")
     parser.add_argument("--device", help="e.g. cuda:1; default: cuda:0, or exit 0 without CUDA")
     parser.add_argument("--amp", choices=["on", "off", "both"], default="both")
-    parser.add_argument("--gpu-augment", choices=["off", "on", "both"], default="both",
-                        help="data share with the augmentation on the CPU workers (off), on the GPU (on), or both")
+    parser.add_argument(
+        "--gpu-augment",
+        choices=["off", "on", "both"],
+        default="both",
+        help="data share with the augmentation on the CPU workers (off), on the GPU (on), or both",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=20, help="timed steps on a resident batch")
     parser.add_argument("--loader-iters", type=int, default=20, help="timed steps fed by the data loader")
     parser.add_argument("--infer-reps", type=int, default=1, help="timed inference runs after one warm-up run")
     parser.add_argument("--num-workers", type=int, help="override the bundles' num_workers")
-    parser.add_argument("--data-shape", type=int, nargs=3, default=list(CT_SHAPE),
-                        help="synthetic training CT matrix (x y slices)")
+    parser.add_argument(
+        "--data-shape", type=int, nargs=3, default=list(CT_SHAPE), help="synthetic training CT matrix (x y slices)"
+    )
     parser.add_argument("--data-cases", type=int, default=5)
     parser.add_argument("--no-loader", action="store_true", help="skip the data-loader measurements")
     parser.add_argument("--no-inference", action="store_true")
@@ -493,13 +499,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             tmp.cleanup()
 
     print()
-    print(f"Training: the bundle's batch at its paper patch size; inference: one {'x'.join(map(str, ct_shape))} CT "
-          f"({' x '.join(map(str, CT_SPACING))} mm). 'vs baseline': DynUNet's time / {BASELINE}'s (training step, "
-          "inference); > 1: DynUNet is slower.")
+    print(
+        f"Training: the bundle's batch at its paper patch size; inference: one {'x'.join(map(str, ct_shape))} CT "
+        f"({' x '.join(map(str, CT_SPACING))} mm). 'vs baseline': DynUNet's time / {BASELINE}'s (training step, "
+        "inference); > 1: DynUNet is slower."
+    )
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))
     return 1 if failed else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,7 @@ KIDNEY_THRESHOLD = 0.85
 LIVER_THRESHOLD = 0.9
 TUMOUR_THRESHOLD = 0.5
 
+
 def _pyplot():
     import matplotlib
 
@@ -102,7 +103,7 @@ def plot_demo_curves(data: dict, path: Path) -> Optional[Path]:
                     ax.plot(*zip(*pts), marker=".", label=label, color=colours[i % len(colours)],
                             ls="-" if target["name"] != "tumour" else "--")  # fmt: skip
         ax.set_xlim(left=0)
-        for threshold in ((KIDNEY_THRESHOLD,) if kind == "kits" else (LIVER_THRESHOLD, TUMOUR_THRESHOLD)):
+        for threshold in (KIDNEY_THRESHOLD,) if kind == "kits" else (LIVER_THRESHOLD, TUMOUR_THRESHOLD):
             ax.axhline(threshold, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("training time (s, validation excluded)")
         ax.set_ylabel("validation kidney Dice" if kind == "kits" else "validation Dice (liver: -, tumour: --)")
@@ -203,6 +204,7 @@ def plot_bundle_demo(r: dict, path: Path) -> Optional[Path]:
         labels.append("training loss")
         ax2.set_ylabel("training loss (epoch mean)")
     ax.legend(handles, labels, fontsize=7, loc="best")
-    ax.set_title(f"{r['bundle']}: capped run_all demo" + ("" if losses else " (training loss not recorded)"),
-                 fontsize=10)
+    ax.set_title(
+        f"{r['bundle']}: capped run_all demo" + ("" if losses else " (training loss not recorded)"), fontsize=10
+    )
     return _save(fig, path)

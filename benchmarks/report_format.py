@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
@@ -281,7 +282,7 @@ def section_markdown(name: str, record: Optional[dict], figures: Path, render: A
     if record is None:
         return f"_Not measured yet: `python benchmarks/run_all.py --sections {name}`._"
     m = record.get("machine", {})
-    meta = (f"_Measured {record.get('measured_at')} (took {record.get('elapsed_s', 0):.0f} s) on {machine_line(m)}._")
+    meta = f"_Measured {record.get('measured_at')} (took {record.get('elapsed_s', 0):.0f} s) on {machine_line(m)}._"
     if record.get("quick"):
         meta += "\n\n**QUICK MODE (smoke test): tiny sizes and budgets, the numbers are not representative.**"
     if record.get("status") != "ok":
@@ -371,5 +372,6 @@ def render_bundle_docs(repo: Path, bundles: Sequence[str]) -> None:
         if new != text:
             write_atomic(readme, new)
         for m in RESULTS_BLOCK.finditer(new):
-            plot_bundle_demo(load(m["source"])["sections"]["demos"]["data"]["bundles"][m["bundle"]],
-                             readme.parent / DEMO_PLOT)
+            plot_bundle_demo(
+                load(m["source"])["sections"]["demos"]["data"]["bundles"][m["bundle"]], readme.parent / DEMO_PLOT
+            )

@@ -8,8 +8,16 @@ from pathlib import Path
 
 from bench_lite import TUSTUMI_TABLES
 from report_figures import (
-    KIDNEY_THRESHOLD, LIVER_THRESHOLD, TUMOUR_THRESHOLD, plot_bars, plot_demo_curves, plot_lite, plot_sauron,
-    plot_scatter, plot_speed, speed_mode,
+    KIDNEY_THRESHOLD,
+    LIVER_THRESHOLD,
+    TUMOUR_THRESHOLD,
+    plot_bars,
+    plot_demo_curves,
+    plot_lite,
+    plot_sauron,
+    plot_scatter,
+    plot_speed,
+    speed_mode,
 )  # fmt: skip
 from report_format import fflops, fm, fnum, md_table, pct
 from sauron_fair_report import render_fair
@@ -23,16 +31,16 @@ OTHER_REFERENCES = {
     "mss_unet": "the MSS U-Net paper reports no parameter or FLOP count",
     "residual_unet_kits19": "Hao's thesis reports no parameter or FLOP count",
     "unet_cascade_kits19": "Hao's thesis reports no parameter or FLOP count (two ResidualUNets; FLOPs: stage 1 only)",
-    "sauron_nnunet": "the Sauron paper gives no size of the unpruned net; it reports the pruning result only: \"reduced the "
-    "FLOPs of nnUNet inference by over 90% without sacrificing the segmentation quality\" (abstract; the results "
+    "sauron_nnunet": 'the Sauron paper gives no size of the unpruned net; it reports the pruning result only: "reduced the '
+    'FLOPs of nnUNet inference by over 90% without sacrificing the segmentation quality" (abstract; the results '
     "tables could not be read, tests/data/reference/methods.md section 1.5)",
 }
 
 
 SAURON_CLAIM = (
-    "Valverde et al. (abstract and Neurocomputing highlights): Sauron \"reduced the FLOPs of nnUNet "
-    "inference by over 90% without sacrificing the segmentation quality\", and was \"the only method that achieved a "
-    "reduction in model size of over 90% without deteriorating substantially the performance\". The per-dataset "
+    'Valverde et al. (abstract and Neurocomputing highlights): Sauron "reduced the FLOPs of nnUNet '
+    'inference by over 90% without sacrificing the segmentation quality", and was "the only method that achieved a '
+    'reduction in model size of over 90% without deteriorating substantially the performance". The per-dataset '
     "tables are not available (tests/data/reference/methods.md section 1.5), so these are the only reference "
     "numbers."
 )
@@ -57,11 +65,14 @@ def render_profile(data: dict, figures: Path) -> str:
 def profile_table1(data: dict) -> str:
     out = [
         "FLOPs = 2 x multiply-accumulates of the convolutions (dense, depthwise, transposed) and linear layers, counted "
-        + ("by torch.utils.flop_counter from shapes only (`monai_effseg.profile.count_flops`)" if "counter" in data
-           else f"by fvcore at 1/{data.get('flops_downscale', 1)} size per axis, scaled")
-        + " in eval mode (deep supervision heads off) at each network's paper input. \"Used params\" is what the "
+        + (
+            "by torch.utils.flop_counter from shapes only (`monai_effseg.profile.count_flops`)"
+            if "counter" in data
+            else f"by fvcore at 1/{data.get('flops_downscale', 1)} size per axis, scaled"
+        )
+        + ' in eval mode (deep supervision heads off) at each network\'s paper input. "Used params" is what the '
         "module has; Martinho's Table 1 also counted the ImageNet head its "
-        "EfficientNet encoders carried but never ran, so the \"with head\" column is the one to compare with it.",
+        'EfficientNet encoders carried but never ran, so the "with head" column is the one to compare with it.',
         "",
         "**Martinho's Table 1**: EfficientUNet family and the nnU-Net baseline, 1x1x128^3, 4 classes.",
         "",
@@ -120,8 +131,12 @@ def profile_others(profiles: dict) -> str:
             other_rows.append([name, "x".join(map(str, p["input"][1:])), f"{p['params']['network']:,}",
                                fflops(p["flops"]["network"]), OTHER_REFERENCES.get(name, "-")])  # fmt: skip
     if other_rows:
-        out += ["", "**Other architectures** (at each paper's training patch):", "",
-                md_table(["network", "input", "params", "FLOPs (2xMAC)", "paper / reference"], other_rows)]
+        out += [
+            "",
+            "**Other architectures** (at each paper's training patch):",
+            "",
+            md_table(["network", "input", "params", "FLOPs (2xMAC)", "paper / reference"], other_rows),
+        ]
     return "\n".join(out)
 
 
@@ -164,9 +179,12 @@ def render_speed(data: dict, figures: Path) -> str:
     fig = plot_speed(data, figures / "speed_ratio.png")
     if fig:
         out += ["", f"![CPU time ratio ({mode}) and FLOP ratio to nnU-Net](figures/{fig.name})"]
-    out += ["", "Reference (tests/data/reference/architectures.md section 5, 2 threads, shared 2-core VM): "
-                "PlainConvUNet 7.94 s (1.00), EffUNet-b0 sketch 0.748, EffUNetV2-S sketch 0.802, MONAI FlexibleUNet-b0 "
-                "0.275."]
+    out += [
+        "",
+        "Reference (tests/data/reference/architectures.md section 5, 2 threads, shared 2-core VM): "
+        "PlainConvUNet 7.94 s (1.00), EffUNet-b0 sketch 0.748, EffUNetV2-S sketch 0.802, MONAI FlexibleUNet-b0 "
+        "0.275.",
+    ]
     return "\n".join(out)
 
 
@@ -359,5 +377,3 @@ def render_gpu(data: dict, figures: Path) -> str:
     elif data.get("result") is not None:
         out += ["", "```json", json.dumps(data["result"], indent=1)[:8000], "```"]
     return "\n".join(out)
-
-

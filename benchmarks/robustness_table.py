@@ -96,22 +96,41 @@ def _dataset_edits(img: str, seg: str) -> dict:
         return nib.load(str(d / rel))
 
     return {
-        "truncated image (.nii.gz cut in half)": (
-            lambda d: (d / img).write_bytes((d / img).read_bytes()[:2000]), img),
+        "truncated image (.nii.gz cut in half)": (lambda d: (d / img).write_bytes((d / img).read_bytes()[:2000]), img),
         "empty image file (0 bytes)": (lambda d: (d / img).write_bytes(b""), img),
         "non-NIfTI file named .nii.gz (a PNG)": (
-            lambda d: (d / img).write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 500), img),
+            lambda d: (d / img).write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 500),
+            img,
+        ),
         "2D image": (lambda d: save(d / img, np.zeros((32, 32), np.float32)), img),
         "4D image": (lambda d: save(d / img, np.zeros((32, 32, 8, 2), np.float32)), img),
-        "NaN voxels in the image": (lambda d: save(d / img, np.where(
-            np.arange(ref(d, img).get_fdata().size).reshape(ref(d, img).shape) % 7 == 0, np.nan,
-            ref(d, img).get_fdata()).astype(np.float32), ref(d, img).affine), img),
+        "NaN voxels in the image": (
+            lambda d: save(
+                d / img,
+                np.where(
+                    np.arange(ref(d, img).get_fdata().size).reshape(ref(d, img).shape) % 7 == 0,
+                    np.nan,
+                    ref(d, img).get_fdata(),
+                ).astype(np.float32),
+                ref(d, img).affine,
+            ),
+            img,
+        ),
         "label shape differs from image": (lambda d: save(d / seg, np.zeros((10, 10, 10), np.uint8)), seg),
-        "label affine differs from image": (lambda d: save(d / seg, np.asarray(ref(d, seg).dataobj),
-                                                            ref(d, seg).affine @ np.diag([2.0, 2.0, 2.0, 1.0])), seg),
-        "label 7 in a label map, no --num-classes": (lambda d: save(d / seg, np.where(
-            np.asarray(ref(d, seg).dataobj) == 1, 7, np.asarray(ref(d, seg).dataobj)).astype(np.uint8),
-            ref(d, seg).affine), None),
+        "label affine differs from image": (
+            lambda d: save(
+                d / seg, np.asarray(ref(d, seg).dataobj), ref(d, seg).affine @ np.diag([2.0, 2.0, 2.0, 1.0])
+            ),
+            seg,
+        ),
+        "label 7 in a label map, no --num-classes": (
+            lambda d: save(
+                d / seg,
+                np.where(np.asarray(ref(d, seg).dataobj) == 1, 7, np.asarray(ref(d, seg).dataobj)).astype(np.uint8),
+                ref(d, seg).affine,
+            ),
+            None,
+        ),
     }
 
 
@@ -143,15 +162,27 @@ def data_scenarios(t: Table, work: Path, kits: Path) -> None:
     unknown = work / "unknown_layout"
     save(unknown / "scan_a.nii.gz", np.zeros((8, 8, 8), np.float32))
     rc, text = run(effseg("fingerprint", str(unknown)))
-    t.add("dataset (effseg fingerprint)", "unknown dataset layout (flat .nii.gz files)", rc, last_lines(text), 1,
-          unknown.name)
+    t.add(
+        "dataset (effseg fingerprint)",
+        "unknown dataset layout (flat .nii.gz files)",
+        rc,
+        last_lines(text),
+        1,
+        unknown.name,
+    )
     ro = work / "read_only"
     shutil.copytree(kits, ro)
     ro.chmod(0o555)
     if os.geteuid() == 0:
-        t.rows.append(("dataset (effseg fingerprint)", "read-only dataset folder, no --out",
-                       "not run: this script runs as root, which writes into read-only folders (covered by "
-                       "tests/test_reliability_cli.py)", "not measured"))
+        t.rows.append(
+            (
+                "dataset (effseg fingerprint)",
+                "read-only dataset folder, no --out",
+                "not run: this script runs as root, which writes into read-only folders (covered by "
+                "tests/test_reliability_cli.py)",
+                "not measured",
+            )
+        )
     else:
         rc, text = run(effseg("fingerprint", str(ro)))
         t.add("dataset (effseg fingerprint)", "read-only dataset folder, no --out", rc, last_lines(text), 2, "--out")
@@ -165,22 +196,32 @@ def evaluate_scenarios(t: Table, work: Path, lits: Path) -> None:
         dst = work / name
         for item in build_datalist(lits):
             lab = nib.load(item["label"])
-            save(dst / (Path(item["image"]).name.split(".")[0] + ".nii.gz"),
-                 transform(np.asarray(lab.dataobj)), lab.affine)
+            save(
+                dst / (Path(item["image"]).name.split(".")[0] + ".nii.gz"),
+                transform(np.asarray(lab.dataobj)),
+                lab.affine,
+            )
         return dst
 
     good = preds("preds_good")
     before = sorted(str(p) for p in lits.rglob("*"))
     rc, text = run(effseg("evaluate", str(lits), str(good), "--protocol", "lits"))
     wrote = sorted(str(p) for p in lits.rglob("*")) != before
-    t.add("effseg evaluate", "folders swapped (reference first)", rc,
-          last_lines(text) + ("; WROTE INTO THE REFERENCE FOLDER" if wrote else ""), 1, "swapped")
+    t.add(
+        "effseg evaluate",
+        "folders swapped (reference first)",
+        rc,
+        last_lines(text) + ("; WROTE INTO THE REFERENCE FOLDER" if wrote else ""),
+        1,
+        "swapped",
+    )
     nested = work / "reference_with_preds"
     shutil.copytree(lits, nested)
     shutil.copytree(good, nested / "preds")
     rc, text = run(effseg("evaluate", str(nested / "preds"), str(nested), "--protocol", "lits", "--only-predicted"))
-    t.add("effseg evaluate", "prediction folder inside the reference folder, no --out", rc, last_lines(text), 1,
-          "--out")
+    t.add(
+        "effseg evaluate", "prediction folder inside the reference folder, no --out", rc, last_lines(text), 1, "--out"
+    )
     prob = preds("preds_prob", lambda d: (d / 2.0).astype(np.float32) + 0.25)
     rc, text = run(effseg("evaluate", str(prob), str(lits), "--protocol", "lits", "--out", str(work / "r1")))
     t.add("effseg evaluate", "probability map (float) as prediction", rc, last_lines(text), 1, "preds_prob/")
@@ -203,8 +244,12 @@ def _inference_runner(work: Path, kits: Path, bundle: Path):
     overrides = dict(parser.get_parsed_content("demo_inference_overrides"))
     inf = ConfigParser()
     inf.read_config(str(bundle / "configs" / "inference.json"))
-    inf.update({"bundle_root": str(bundle), **{k: v for k, v in overrides.items() if k not in ("ckpt_path",
-                                                                                            "fingerprint_path")}})
+    inf.update(
+        {
+            "bundle_root": str(bundle),
+            **{k: v for k, v in overrides.items() if k not in ("ckpt_path", "fingerprint_path")},
+        }
+    )
     ckpt, fp = work / "model.pt", work / "fingerprint.json"
     torch.save(inf.get_parsed_content("network_def").state_dict(), ckpt)
     load_or_compute_fingerprint(build_datalist(kits), fp)
@@ -212,9 +257,22 @@ def _inference_runner(work: Path, kits: Path, bundle: Path):
     items = build_datalist(kits)
 
     def infer(inputs: Path, outputs: Path) -> tuple[int, str]:
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
-               "--bundle_root", str(bundle), "--meta_file", str(bundle / "configs" / "metadata.json"),
-               "--input_dir", str(inputs), "--output_dir", str(outputs)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(bundle / "configs" / "inference.json"),
+            "--bundle_root",
+            str(bundle),
+            "--meta_file",
+            str(bundle / "configs" / "metadata.json"),
+            "--input_dir",
+            str(inputs),
+            "--output_dir",
+            str(outputs),
+        ]
         for k, v in overrides.items():
             cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
         return run(cmd, timeout=600)
@@ -243,13 +301,23 @@ def inference_scenarios(t: Table, work: Path, kits: Path, bundle: Path) -> None:
     img = nib.load(items[0]["image"])
     save(d / "mr.nii.gz", (np.random.default_rng(0).random(img.shape) * 1e4).astype(np.float32), img.affine)
     rc, text = infer(d, work / "mr_out")
-    t.add("bundle inference", "MR-like intensities (0-10000) instead of CT HU", rc,
-          warned_lines(text, ("HU", "intensit", "range")) or last_lines(text), None)
+    t.add(
+        "bundle inference",
+        "MR-like intensities (0-10000) instead of CT HU",
+        rc,
+        warned_lines(text, ("HU", "intensit", "range")) or last_lines(text),
+        None,
+    )
     d = work / "spacing"
     save(d / "thin.nii.gz", np.asarray(img.dataobj), np.diag([0.05, 0.05, 0.05, 1.0]))
     rc, text = infer(d, work / "spacing_out")
-    t.add("bundle inference", "implausible spacing (0.05 mm)", rc,
-          warned_lines(text, ("spacing", "mm")) or last_lines(text), None)
+    t.add(
+        "bundle inference",
+        "implausible spacing (0.05 mm)",
+        rc,
+        warned_lines(text, ("spacing", "mm")) or last_lines(text),
+        None,
+    )
     d = work / "dicom"
     d.mkdir()
     (d / "IM0001.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
@@ -259,9 +327,13 @@ def inference_scenarios(t: Table, work: Path, kits: Path, bundle: Path) -> None:
     (d / "broken.nii.gz").write_bytes(b"not a nifti file")
     rc, text = infer(d, work / "mixed_out")
     written = sorted(p.name for p in (work / "mixed_out").glob("*.nii.gz")) if (work / "mixed_out").is_dir() else []
-    t.add("bundle inference", "mixed folder: 2 good scans + 1 broken file", rc,
-          (warned_lines(text, ("broken.nii.gz",)) or last_lines(text)) + f" (wrote {len(written)} segmentations)",
-          None)
+    t.add(
+        "bundle inference",
+        "mixed folder: 2 good scans + 1 broken file",
+        rc,
+        (warned_lines(text, ("broken.nii.gz",)) or last_lines(text)) + f" (wrote {len(written)} segmentations)",
+        None,
+    )
 
 
 def main() -> None:
@@ -278,18 +350,22 @@ def main() -> None:
         TEXT["tmp"] = tmp
         kits = synthetic_dataset("kits", num_cases=2, seed=5, shape=(32, 32, 16), root=work / "cache")
         lits = synthetic_dataset("lits", num_cases=2, seed=5, shape=(32, 32, 16), root=work / "cache")
-        for name, fn, extra in (("data", data_scenarios, (kits,)), ("evaluate", evaluate_scenarios, (lits,)),
-                                ("inference", inference_scenarios, (kits, REPO / "bundles" / args.bundle))):
+        for name, fn, extra in (
+            ("data", data_scenarios, (kits,)),
+            ("evaluate", evaluate_scenarios, (lits,)),
+            ("inference", inference_scenarios, (kits, REPO / "bundles" / args.bundle)),
+        ):
             if args.only in (None, name):
                 sub = work / name
                 sub.mkdir()
                 fn(t, sub, *extra)
-    text = ("# Robustness: what a user sees on bad input\n\n"
-            f"Generated by `python benchmarks/robustness_table.py` (bundle {args.bundle} at a tiny size, synthetic "
-            "data). Each row runs the real entry point in a subprocess; the third column is its exit code and the "
-            "last lines it printed. Verdict \"ok\" needs the expected outcome (stop with exit != 0, or carry on) and a "
-            "message naming the input; \"reported\" rows show the message without a pass/fail rule.\n\n"
-            + t.markdown() + "\n")
+    text = (
+        "# Robustness: what a user sees on bad input\n\n"
+        f"Generated by `python benchmarks/robustness_table.py` (bundle {args.bundle} at a tiny size, synthetic "
+        "data). Each row runs the real entry point in a subprocess; the third column is its exit code and the "
+        'last lines it printed. Verdict "ok" needs the expected outcome (stop with exit != 0, or carry on) and a '
+        'message naming the input; "reported" rows show the message without a pass/fail rule.\n\n' + t.markdown() + "\n"
+    )
     args.out.write_text(text)
     print(f"wrote {args.out}")
 

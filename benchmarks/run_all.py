@@ -50,14 +50,13 @@ from typing import Optional
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))  # the other benchmark scripts, importable as modules
+import report_format as rf  # noqa: E402
 import report_sections as rs  # noqa: E402
-from report_format import (  # noqa: E402
-    Console, clean, error_message, machine_info, machine_line, now_iso, render_bundle_docs, render_report,
-    section_markdown, write_atomic,
-)  # fmt: skip
 
 BUNDLES = ("kits_nnunet_baseline", "kits_efficientunet", "kits_residual_unet", "kits_unet_cascade", "kits_mss_unet",
            "kits_sauron_nnunet", "lits_mobilenet_unet", "lits_shufflenet_unet", "lits_dsts_unet")  # fmt: skip
+SPEED_NETS = ("nnunet", "efficientunet-b0", "efficientunetv2-s", "fullyefficientunet-b0", "fullyefficientunetv2-s",
+              "residual_unet_kits19", "mss_unet", "sauron_nnunet")  # fmt: skip
 
 
 @dataclass
@@ -67,8 +66,7 @@ class Settings:
     device: str = "cpu"
     bundles: tuple[str, ...] = BUNDLES
     profile_names: Optional[tuple[str, ...]] = None  # None: every registered network
-    speed_nets: tuple[str, ...] = ("nnunet", "efficientunet-b0", "efficientunetv2-s", "fullyefficientunet-b0",
-                                   "fullyefficientunetv2-s", "residual_unet_kits19", "mss_unet", "sauron_nnunet")
+    speed_nets: tuple[str, ...] = SPEED_NETS
     speed_size: int = 128
     speed_rounds: int = 2
     speed_modes: tuple[str, ...] = ("eager", "optimized")
@@ -158,24 +156,24 @@ def load_results(path: Path) -> dict:
 
 
 def save_results(results: dict, path: Path) -> None:
-    write_atomic(path, json.dumps(clean(results), indent=1) + "\n")
+    rf.write_atomic(path, json.dumps(rf.clean(results), indent=1) + "\n")
 
 
 def run_section(index: int, ctx: Context, results_path: Path) -> dict:
     name, title, measure, _, keys = SECTIONS[index]
     settings = {k: getattr(ctx.settings, k) for k in keys}
-    record = {"section": name, "status": "running", "measured_at": now_iso(), "machine": machine_info(),
-              "quick": ctx.settings.quick, "settings": clean(settings)}  # fmt: skip
+    record = {"section": name, "status": "running", "measured_at": rf.now_iso(), "machine": rf.machine_info(),
+              "quick": ctx.settings.quick, "settings": rf.clean(settings)}  # fmt: skip
     ctx.log(f"\n=== {name}: {title} ({record['measured_at']}) ===")
     start = time.perf_counter()
     try:
-        record["data"] = clean(measure(ctx))
+        record["data"] = rf.clean(measure(ctx))
         record["status"] = "ok"
     except Exception as exc:  # noqa: BLE001 - a failing section is recorded; the run goes on
-        record.update(status="error", error=error_message(exc), traceback=traceback.format_exc()[-4000:])
+        record.update(status="error", error=rf.error_message(exc), traceback=traceback.format_exc()[-4000:])
         ctx.log(f"section {name} FAILED: {record['error']}")
     record["elapsed_s"] = time.perf_counter() - start
-    record["finished_at"] = now_iso()
+    record["finished_at"] = rf.now_iso()
     record["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     ctx.results["sections"][name] = record
     ctx.ran.append(name)
@@ -223,9 +221,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    "(default 60); they are recorded as skipped and saved results are kept")  # fmt: skip
     p.add_argument("--val-interval", type=int, default=1, help="validate every N epochs in the demos")
     p.add_argument("--demo-override", action="append", metavar="ID=JSON",
-                   help="extra bundle override for every demo training workflow, e.g. max_epochs=4")
+                   help="extra bundle override for every demo training workflow, e.g. max_epochs=4")  # fmt: skip
     p.add_argument("--inference-net", choices=("demo", "paper"), default="demo",
-                   help="network of the inference section: the demo overlay's (default) or the paper's")
+                   help="network of the inference section: the demo overlay's (default) or the paper's")  # fmt: skip
     p.add_argument("--speed-rounds", type=int)
     p.add_argument("--speed-modes", nargs="+", choices=("eager", "optimized"))
     p.add_argument("--gpu-script", help="default benchmarks/gpu_throughput.py")
@@ -243,14 +241,14 @@ def measure(args: argparse.Namespace, results: dict, results_path: Path, log: Ca
     """Measure the chosen sections into ``results`` (saved after each), recording the run."""
     import torch
 
-    settings, started_iso, started = build_settings(args), now_iso(), time.perf_counter()
+    settings, started_iso, started = build_settings(args), rf.now_iso(), time.perf_counter()
     torch.set_num_threads(settings.threads)
     sections = [name for name in NAMES if name in (args.sections or NAMES)]
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="effseg_bench_")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     ctx, skipped = Context(settings, log, work, started, results, live={"planned": sections}), []
     log(f"run_all: sections {', '.join(sections)}{' (quick)' if settings.quick else ''}; results in {args.out}; "
-        f"scratch {work}; {machine_line(machine_info())}")  # fmt: skip
+        f"scratch {work}; {rf.machine_line(rf.machine_info())}")  # fmt: skip
     try:
         for name in sections:
             if ctx.past_hard_limit():
@@ -261,11 +259,11 @@ def measure(args: argparse.Namespace, results: dict, results_path: Path, log: Ca
             record = run_section(NAMES.index(name), ctx, results_path)
             log(f"--- {name}: {record['status']} in {record['elapsed_s']:.0f} s "
                 f"(run so far {(time.perf_counter() - started) / 60:.1f} min)")  # fmt: skip
-            log(section_markdown(name, record, args.out / "figures", REPORT[NAMES.index(name)][2]))
+            log(rf.section_markdown(name, record, args.out / "figures", REPORT[NAMES.index(name)][2]))
     finally:
         results.setdefault("runs", []).append({
-            "started": started_iso, "finished": now_iso(), "elapsed_s": time.perf_counter() - started,
-            "sections": ctx.ran, "quick": settings.quick, "machine": machine_line(machine_info()),
+            "started": started_iso, "finished": rf.now_iso(), "elapsed_s": time.perf_counter() - started,
+            "sections": ctx.ran, "quick": settings.quick, "machine": rf.machine_line(rf.machine_info()),
             "status": {n: results["sections"][n]["status"] for n in ctx.ran}, "skipped": skipped,
         })  # fmt: skip
         results["runs"] = results["runs"][-30:]
@@ -279,12 +277,12 @@ def measure(args: argparse.Namespace, results: dict, results_path: Path, log: Ca
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     results_path, report_path = args.out / "benchmarks.json", args.out / "benchmarks.md"
-    results, log, started = load_results(results_path), Console(), time.perf_counter()
+    results, log, started = load_results(results_path), rf.Console(), time.perf_counter()
     if not args.report_only:
         measure(args, results, results_path, log)
-    write_atomic(report_path, render_report(results, args.out, REPORT))
+    rf.write_atomic(report_path, rf.render_report(results, args.out, REPORT))
     if args.out == (REPO / "docs").resolve():
-        render_bundle_docs(REPO, BUNDLES)
+        rf.render_bundle_docs(REPO, BUNDLES)
     elapsed = time.perf_counter() - started
     log(f"\nreport: {report_path}\nresults: {results_path}\nfigures: {args.out / 'figures'}")
     log(f"total elapsed: {elapsed / 60:.1f} min ({elapsed:.0f} s)")

@@ -32,8 +32,16 @@ def _curves(fair: dict) -> list[str]:
             continue
         n = len(e["widths"])
         base = e["history"][0]["flops"]
-        rows.append([e["arm"], e["seed"], " ".join(
-            f"{h['epoch']}:{100 * h['flops'] / base:.1f}{'*' if h['taus_at_max'] >= n else ''}" for h in e["history"][1:])])
+        rows.append(
+            [
+                e["arm"],
+                e["seed"],
+                " ".join(
+                    f"{h['epoch']}:{100 * h['flops'] / base:.1f}{'*' if h['taus_at_max'] >= n else ''}"
+                    for h in e["history"][1:]
+                ),
+            ]
+        )
     return out + _table(["arm", "seed", "epoch:FLOPs%"], rows)
 
 

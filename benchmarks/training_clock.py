@@ -96,15 +96,19 @@ class CappedStages:
             stage["epochs"], epoch_s, last_end[0] = engine.state.epoch, t - last_end[0], t
             if engine.state.epoch < engine.state.max_epochs and not engine.should_terminate:
                 if t - clock.start + epoch_s > stage["budget_s"]:
-                    stage["terminated"] = f"time cap: stopped after epoch {engine.state.epoch} of {engine.state.max_epochs}"
+                    stage["terminated"] = (
+                        f"time cap: stopped after epoch {engine.state.epoch} of {engine.state.max_epochs}"
+                    )
                     engine.terminate()
 
         def iteration_completed(engine: Engine) -> None:
             loss = iteration_loss(engine.state.output)
             if loss is not None:
                 losses.setdefault(engine.state.epoch, []).append(loss)
-            if stage["terminated"] is None and stage["epochs"] >= 1 and (
-                time.perf_counter() - clock.start > 1.5 * stage["budget_s"] + 10
+            if (
+                stage["terminated"] is None
+                and stage["epochs"] >= 1
+                and (time.perf_counter() - clock.start > 1.5 * stage["budget_s"] + 10)
             ):
                 stage["terminated"] = (f"hard time cap: stopped in epoch {engine.state.epoch} "
                                        f"(iteration {engine.state.iteration})")  # fmt: skip

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_utils import BUNDLE_IDS, BUNDLES, REPO, configs, synthetic_kind
 from monai import transforms as mt
 from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader, ThreadDataLoader
 from monai.inferers import SlidingWindowInfererAdapt
 from monai.losses import DiceCELoss
 
-from bundle_utils import BUNDLE_IDS, BUNDLES, REPO, configs, synthetic_kind
 from monai_effseg.data import augment_on_device, cached_dataset, dataloader, default_num_workers, transform_hash
-from monai_effseg.inferers import SlidingWindowMirrorInferer, SliceStackInferer
+from monai_effseg.inferers import SliceStackInferer, SlidingWindowMirrorInferer
 from monai_effseg.training import AmpSupervisedTrainer, amp_dtype, amp_kwargs, autocast, grad_scaler
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")

@@ -19,9 +19,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
-
 from bundle_utils import BUNDLE_IDS, BUNDLES, configs, demo_value, read_json, synthetic_kind, tiny_overrides
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -90,8 +89,11 @@ def _flat_images(dataset_dir: Path, dest: Path) -> Path:
 @pytest.mark.parametrize("workflow_type,files", [("train", ["train.json"]), ("inference", ["inference.json"])])
 def test_check_properties(bundle, workflow_type, files, tiny_data, tmp_path):
     # check_properties instantiates every required property, so it runs on tiny real data, like the zoo's CI
-    data = {"dataset_dir": str(tiny_data)} if workflow_type == "train" else {
-        "input_dir": str(_flat_images(tiny_data, tmp_path / "scans")), "output_dir": str(tmp_path / "segs")}
+    data = (
+        {"dataset_dir": str(tiny_data)}
+        if workflow_type == "train"
+        else {"input_dir": str(_flat_images(tiny_data, tmp_path / "scans")), "output_dir": str(tmp_path / "segs")}
+    )
     workflow = ConfigWorkflow(
         config_file=configs(bundle, *files),
         meta_file=configs(bundle, "metadata.json")[0],
@@ -191,7 +193,9 @@ def test_inference_writes_input_geometry_and_skips_bad_files(bundle, tiny_data, 
     fingerprint = tmp_path / "fingerprint.json"
     load_or_compute_fingerprint(build_datalist(tiny_data), fingerprint)
     overrides.update(ckpt_path=str(ckpt), fingerprint_path=str(fingerprint), **tiny_overrides(bundle))
-    overrides["skip_bad_inputs"] = True  # without it the run fails after writing the others (test_inference_reliability)
+    overrides["skip_bad_inputs"] = (
+        True  # without it the run fails after writing the others (test_inference_reliability)
+    )
     out = tmp_path / "segs"
     run_bundle(bundle, ["inference.json"], "inference", input_dir=str(inputs), output_dir=str(out), **overrides)
     # the bundle's logging.conf replaces pytest's log handler, so read what reached the terminal

@@ -100,7 +100,9 @@ def anchors(path: Path) -> set[str]:
 
 def links(text: str) -> list[str]:
     """Targets of inline Markdown links and images, outside code."""
-    return [m.group(1) for m in re.finditer(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", strip_code(text))]
+    return [
+        m.group(1) for m in re.finditer(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", strip_code(text))
+    ]
 
 
 def bundle_commands(text: str) -> list[str]:

@@ -15,9 +15,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
-
 from bundle_utils import BUNDLE_IDS, BUNDLES, configs, demo_value, synthetic_kind
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -85,6 +84,7 @@ def _run(bundle: Path, overrides: dict, out: Path, monkeypatch) -> tuple[dict, l
     scores = []
     stage_probabilities = LiverTumourInferer.probabilities
     with monkeypatch.context() as patch:
+
         def recording(self, x, net):
             scores.append((x.clone(), stage_probabilities(self, x, net)))
             return scores[-1][1]

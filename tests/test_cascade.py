@@ -25,7 +25,9 @@ SPACING = (2.0, 2.0, 3.0)
 
 
 def ras_volume(array: np.ndarray, spacing=SPACING) -> MetaTensor:
-    return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=torch.diag(torch.tensor([*spacing, 1.0])))
+    return MetaTensor(
+        torch.as_tensor(array, dtype=torch.float32)[None], affine=torch.diag(torch.tensor([*spacing, 1.0]))
+    )
 
 
 def test_box_geometry():

@@ -46,8 +46,14 @@ def _predict_and_write(item: dict, preprocessing: Compose, out_dir: Path) -> Pat
         [
             Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True),
             SaveImaged(
-                "pred", output_dir=out_dir, output_postfix="seg", separate_folder=False, resample=False,
-                output_dtype=np.uint8, writer=AtomicNibabelWriter, print_log=False,
+                "pred",
+                output_dir=out_dir,
+                output_postfix="seg",
+                separate_folder=False,
+                resample=False,
+                output_dtype=np.uint8,
+                writer=AtomicNibabelWriter,
+                print_log=False,
             ),
         ]
     )

@@ -127,7 +127,10 @@ def test_named_defaults(tmp_path):
     assert kits["spacing"] == [0.78125, 0.78125, 3.0]
     assert intensity_normalization(kits) == {"a_min": -79.0, "a_max": 304.0, "subtrahend": 101.0, "divisor": 76.9}
     assert intensity_normalization(load_fingerprint(None, "lits")) == {
-        "a_min": -200.0, "a_max": 200.0, "subtrahend": -200.0, "divisor": 400.0
+        "a_min": -200.0,
+        "a_max": 200.0,
+        "subtrahend": -200.0,
+        "divisor": 400.0,
     }
     assert load_fingerprint(None, "kits19_sauron")["spacing"] == [1.62, 1.62, 3.22]
     kits["spacing"] = None

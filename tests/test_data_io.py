@@ -66,8 +66,13 @@ def test_atomic_json_interrupted_keeps_the_old_file(tmp_path):
 
 def test_save_imaged_with_atomic_writer(tmp_path):
     saver = SaveImaged(
-        "pred", output_dir=tmp_path, output_postfix="seg", separate_folder=False, resample=False,
-        output_dtype=np.uint8, writer=AtomicNibabelWriter,
+        "pred",
+        output_dir=tmp_path,
+        output_postfix="seg",
+        separate_folder=False,
+        resample=False,
+        output_dtype=np.uint8,
+        writer=AtomicNibabelWriter,
     )
     saver({"pred": _prediction(tmp_path)})
     written = nib.load(tmp_path / "case_7_seg.nii.gz")
@@ -86,7 +91,11 @@ def _partial_save(img, filename, *args, **kwargs):
 def test_interrupted_nifti_write_leaves_target_untouched(tmp_path, monkeypatch):
     target = tmp_path / "case_7_seg.nii.gz"
     saver = SaveImaged(
-        "pred", output_dir=tmp_path, output_postfix="seg", separate_folder=False, resample=False,
+        "pred",
+        output_dir=tmp_path,
+        output_postfix="seg",
+        separate_folder=False,
+        resample=False,
         writer=AtomicNibabelWriter,
     )
     prediction = _prediction(tmp_path)
@@ -160,8 +169,12 @@ def test_inference_datalist_skips_bad_files_and_continues(tmp_path, caplog):
     assert [item["case_id"] for item in items] == ["a", "b", "c", "patient1_series"]
     assert items[3]["image"] == str(tmp_path / "patient1" / "series")
     errors = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
-    for name, problem in [("truncated.nii.gz", "truncated"), ("empty.nii", "empty"), ("nan.nii.gz", "NaN"),
-                          ("slice.nii.gz", "2D")]:
+    for name, problem in [
+        ("truncated.nii.gz", "truncated"),
+        ("empty.nii", "empty"),
+        ("nan.nii.gz", "NaN"),
+        ("slice.nii.gz", "2D"),
+    ]:
         assert f"{tmp_path / name}: " in errors and problem in errors
     series = LoadImage(image_only=True)(items[3]["image"])
     assert tuple(series.shape) == (22, 21, 6)

@@ -67,7 +67,9 @@ def test_more_than_ten_distinct_cases(dataset):
     _, items, cases = dataset
     assert cases["case_00010"]["source"] == cases["case_00000"]["source"] == "case_00000"
     assert cases["case_00010"]["scale"] != cases["case_00000"]["scale"]
-    digests = {hash(_arrays(item)[1].tobytes()) for item in items} | {hash(_arrays(item)[0].tobytes()) for item in items}
+    digests = {hash(_arrays(item)[1].tobytes()) for item in items} | {
+        hash(_arrays(item)[0].tobytes()) for item in items
+    }
     assert len(digests) == 2 * NUM_CASES
 
 

@@ -55,8 +55,9 @@ def test_generation_is_deterministic_and_per_case(tmp_path):
         left, right = nib.load(a / name), nib.load(b / name)
         np.testing.assert_array_equal(np.asarray(left.dataobj), np.asarray(right.dataobj))
         np.testing.assert_array_equal(left.affine, right.affine)
-    assert not np.array_equal(np.asarray(nib.load(a / "volume-0.nii.gz").dataobj),
-                              np.asarray(nib.load(c / "volume-0.nii.gz").dataobj))
+    assert not np.array_equal(
+        np.asarray(nib.load(a / "volume-0.nii.gz").dataobj), np.asarray(nib.load(c / "volume-0.nii.gz").dataobj)
+    )
 
 
 def test_lits_layout_and_anatomy_in_world_coordinates(tmp_path):
@@ -145,7 +146,11 @@ def test_concurrent_callers_get_one_complete_dataset(tmp_path, monkeypatch):
         thread.join()
     assert not errors and len(set(results)) == 1
     assert sorted(p.name for p in Path(results[0]).iterdir()) == [
-        "segmentation-0.nii.gz", "segmentation-1.nii.gz", "synthetic.json", "volume-0.nii.gz", "volume-1.nii.gz"
+        "segmentation-0.nii.gz",
+        "segmentation-1.nii.gz",
+        "synthetic.json",
+        "volume-0.nii.gz",
+        "volume-1.nii.gz",
     ]
     assert [p.name for p in (tmp_path / "synthetic").iterdir()] == [results[0].name]
 

@@ -43,7 +43,7 @@ COPIED_ROW = {"fullyefficientunet-b4"}
 
 
 def arch_of(name: str) -> str:
-    """"fullyefficientunetv2-s" -> "v2-s", "efficientunet-b0" -> "b0"."""
+    """ "fullyefficientunetv2-s" -> "v2-s", "efficientunet-b0" -> "b0"."""
     return "v2-" + name[-1] if "v2" in name else name.rsplit("-", 1)[-1]
 
 
@@ -118,7 +118,9 @@ def test_thesis_encoder_modifications():
     assert b0.stages[0][0].conv.stride == (1, 1, 1) and b0.stages[1][0].body.depthwise.conv.stride == (2, 2, 2)
     assert not [m for m in b0.modules() if isinstance(m, torch.nn.Linear)]  # no ImageNet head
     features = b0.eval()(torch.randn(1, 1, 32, 32, 32))
-    assert [tuple(f.shape[1:]) for f in features] == [(c, 32 // 2**i, 32 // 2**i, 32 // 2**i) for i, c in enumerate(b0.out_channels)]
+    assert [tuple(f.shape[1:]) for f in features] == [
+        (c, 32 // 2**i, 32 // 2**i, 32 // 2**i) for i, c in enumerate(b0.out_channels)
+    ]
     expected = {"efficientnet-b7": [64, 32, 48, 80, 224, 640], "efficientnetv2-s": [24, 24, 48, 64, 160, 256],
                 "efficientnetv2-m": [24, 24, 48, 80, 176, 512], "efficientnetv2-l": [24, 32, 64, 96, 224, 640]}  # fmt: skip
     for name, channels in expected.items():
@@ -132,7 +134,9 @@ def test_drop_connect_grows_linearly_with_depth():
     assert rates[0] == 0 and rates == sorted(rates) and rates[-1] == pytest.approx(0.2 * 15 / 16)
 
 
-@pytest.mark.parametrize("name", ["efficientunet-b0", "fullyefficientunet-b0", "efficientunetv2-s", "efficientunetv2-l"])
+@pytest.mark.parametrize(
+    "name", ["efficientunet-b0", "fullyefficientunet-b0", "efficientunetv2-s", "efficientunetv2-l"]
+)
 def test_flops_within_1_percent_of_reference(name):
     flops = count_flops(build_net(name), (1, 1, 128, 128, 128))
     assert flops["network"] == flops["encoder"] + flops["decoder"]
@@ -247,10 +251,13 @@ def warmed_up(net: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.mark.parametrize("decoder", ["nnunet", "mbconv"])
 def test_optimize_for_inference_keeps_outputs(decoder):
-    from monai_effseg.nets import PlainUNet
     from monai_effseg.deploy.optimize import ConcatFreeUNetDecoder, FusedResidualBlock, optimize_for_inference
+    from monai_effseg.nets import PlainUNet
 
-    for net in (warmed_up(small_net(decoder, "efficientnetv2-s")), PlainUNet(features=(8, 16, 32), out_channels=3).eval()):
+    for net in (
+        warmed_up(small_net(decoder, "efficientnetv2-s")),
+        PlainUNet(features=(8, 16, 32), out_channels=3).eval(),
+    ):
         fast = optimize_for_inference(net)
         x = torch.randn(2, 1, 32, 32, 32)
         with torch.no_grad():

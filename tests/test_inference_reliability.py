@@ -13,23 +13,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_utils import BUNDLE_IDS, BUNDLES, configs, demo_value, synthetic_kind
 from ignite.engine import Engine
 from monai.bundle import ConfigWorkflow
 from monai.data import MetaTensor
+from test_data_io import _ct as _zyx_ct
+from test_data_io import _write_dicom_series
 
-from bundle_utils import BUNDLE_IDS, BUNDLES, configs, demo_value, synthetic_kind
-from monai_effseg.data import (
-    OutputLocationError,
-    inference_datalist,
-    inspect_image,
-    load_fingerprint,
-    validate_image,
-)
+from monai_effseg.data import OutputLocationError, inference_datalist, inspect_image, load_fingerprint, validate_image
 from monai_effseg.errors import format_root_cause
 from monai_effseg.handlers import CheckedCheckpointLoader, CheckpointMismatchError
 from monai_effseg.transforms import SavePredictiond
-from test_data_io import _ct as _zyx_ct
-from test_data_io import _write_dicom_series
 
 SPACING = np.diag([0.8, 0.8, 3.0, 1.0])
 
@@ -63,7 +57,9 @@ def _snapshot(folder: Path) -> dict:
 def test_output_dir_equal_to_or_inside_input_dir_is_refused(tmp_path):
     scans = _scans(tmp_path / "scans")
     before = _snapshot(scans)
-    with pytest.raises(OutputLocationError, match=r"is the input folder .*pass another --output_dir, e\.g\. .*scans_seg"):
+    with pytest.raises(
+        OutputLocationError, match=r"is the input folder .*pass another --output_dir, e\.g\. .*scans_seg"
+    ):
         inference_datalist(scans, output_dir=scans)
     with pytest.raises(OutputLocationError, match="is inside the input folder"):
         inference_datalist(scans, output_dir=scans / "segs")
@@ -136,7 +132,10 @@ def test_tiny_field_of_view_is_warned_with_spacings(tmp_path):
     assert "training spacing (0.781, 0.781, 3) mm" in warning and "under 100 mm" in warning
     items = inference_datalist(path, fingerprint=kits)
     assert len(items) == 1 and items.warnings == [warning] and items.skipped == []
-    assert inspect_image(_save(tmp_path / "normal.nii.gz", _ct((400, 400, 4)), np.diag([0.8, 0.8, 3, 1])), kits) == ([], [])
+    assert inspect_image(_save(tmp_path / "normal.nii.gz", _ct((400, 400, 4)), np.diag([0.8, 0.8, 3, 1])), kits) == (
+        [],
+        [],
+    )
 
 
 def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
@@ -154,8 +153,10 @@ def test_single_dicom_file_asks_for_the_series_folder(tmp_path):
     _write_dicom_series(series, _zyx_ct((4, 21, 22)))
     one = series / "IM0001.dcm"
     (problem,) = validate_image(one)
-    assert problem == f"{one}: a single DICOM file is one slice; pass the folder that holds the whole series " \
-                      f"(--input_dir {series})"
+    assert (
+        problem == f"{one}: a single DICOM file is one slice; pass the folder that holds the whole series "
+        f"(--input_dir {series})"
+    )
 
 
 def test_folder_with_a_single_dicom_file_says_so(tmp_path):
@@ -175,10 +176,13 @@ def test_folder_with_a_single_dicom_file_says_so(tmp_path):
 def test_checkpoint_of_other_widths_names_the_file_and_the_fix(tmp_path, caplog):
     ckpt = tmp_path / "model.pt"
     torch.save(torch.nn.Conv3d(1, 16, 3).state_dict(), ckpt)
-    loader = CheckedCheckpointLoader(str(ckpt), {"model": torch.nn.Conv3d(1, 32, 3)},
-                                     fingerprint_path=str(tmp_path / "fingerprint.json"))
+    loader = CheckedCheckpointLoader(
+        str(ckpt), {"model": torch.nn.Conv3d(1, 32, 3)}, fingerprint_path=str(tmp_path / "fingerprint.json")
+    )
     with caplog.at_level("WARNING", logger="monai_effseg"):
-        with pytest.raises(CheckpointMismatchError, match=rf"checkpoint {ckpt} does not fit .*size mismatch for weight.*--features"):
+        with pytest.raises(
+            CheckpointMismatchError, match=rf"checkpoint {ckpt} does not fit .*size mismatch for weight.*--features"
+        ):
             loader(Engine(lambda e, b: None))
     assert f"{ckpt} has no fingerprint {tmp_path / 'fingerprint.json'}" in caplog.text
     missing = CheckedCheckpointLoader(str(tmp_path / "none.pt"), {"model": torch.nn.Conv3d(1, 32, 3)})

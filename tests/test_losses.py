@@ -59,7 +59,8 @@ def test_explog_options_are_configurable():
     logits, labels = tiny(seed=1)
     custom = ExpLogDiceCELoss(dice_weights=(0.5, 0.5), gamma=0.5, ce_weight=(1.0, 1.0, 1.0))
     assert custom(logits, labels).item() == pytest.approx(
-        explog_by_hand(logits, labels, (0.5, 0.5), 0.5, (1.0, 1.0, 1.0)), rel=1e-10)
+        explog_by_hand(logits, labels, (0.5, 0.5), 0.5, (1.0, 1.0, 1.0)), rel=1e-10
+    )
     no_ce = ExpLogDiceCELoss(lambda_ce=0.0)(logits, labels)
     no_dice = ExpLogDiceCELoss(lambda_dice=0.0)(logits, labels)
     ce = F.cross_entropy(logits, labels[:, 0], weight=torch.tensor([0.28, 0.28, 0.44], dtype=torch.float64))
@@ -95,8 +96,10 @@ def test_deep_supervision_equals_weighted_sum_with_nearest_targets():
     labels = torch.randint(0, 3, (2, 1, 16, 16, 4))
     base = ExpLogDiceCELoss()
     ds = deep_supervision_loss(base, "mss")
-    expected = sum(w * base(o, F.interpolate(labels.float(), size=o.shape[2:], mode="nearest-exact"))
-                   for w, o in zip(MSS_PAPER_DS_WEIGHTS, outputs))
+    expected = sum(
+        w * base(o, F.interpolate(labels.float(), size=o.shape[2:], mode="nearest-exact"))
+        for w, o in zip(MSS_PAPER_DS_WEIGHTS, outputs)
+    )
     assert ds(outputs, labels).item() == pytest.approx(expected.item(), rel=1e-6)
     # the same as MONAI's own DeepSupervisionLoss on float labels ...
     upstream = DeepSupervisionLoss(base, weights=list(MSS_PAPER_DS_WEIGHTS))
@@ -160,7 +163,7 @@ def test_generalized_surface_dice_loss_is_one_minus_the_mean_of_both():
     sd = soft_surface_dice(torch.softmax(logits, 1)[:, 1:], one_hot(labels, 3)[:, 1:], 1).mean()
     assert loss.item() == pytest.approx(1 - 0.5 * (gdc + sd).item())
     # a perfect hard prediction gives (almost) zero loss
-    perfect = (one_hot(labels, 3) * 60.0 - 30.0)
+    perfect = one_hot(labels, 3) * 60.0 - 30.0
     assert GeneralizedSurfaceDiceLoss()(perfect, labels).item() == pytest.approx(0.0, abs=1e-6)
 
 

@@ -95,8 +95,11 @@ def test_kits_handler_as_key_val_metric_of_a_monai_evaluator():
         key_val_metric={"val_mean_dice": KiTSDiceHandler("kits19", output_transform=from_engine(["pred", "label"]))},
     )
     evaluator.run()
-    expected = np.mean([
-        kits_case_metrics(p[0], g[0], (1, 1, 1), "kits19", include_surface_dice=False)[k]
-        for p, g in cases for k in ("kidney_dice", "tumor_dice")
-    ])
+    expected = np.mean(
+        [
+            kits_case_metrics(p[0], g[0], (1, 1, 1), "kits19", include_surface_dice=False)[k]
+            for p, g in cases
+            for k in ("kidney_dice", "tumor_dice")
+        ]
+    )
     assert evaluator.state.best_metric == pytest.approx(expected)

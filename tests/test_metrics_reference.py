@@ -18,8 +18,8 @@ import torch
 from monai.metrics import compute_surface_dice
 from scipy import ndimage
 
-from monai_effseg.metrics import kits_case_metrics, lits_case_metrics
 from monai_effseg.boxes import union_bbox
+from monai_effseg.metrics import kits_case_metrics, lits_case_metrics
 from monai_effseg.metrics.surface import crop_to_union
 
 CASES = ("case_00000", "case_00001", "case_00002", "case_00006", "case_00011")
@@ -81,8 +81,9 @@ def _ball(spacing: tuple[float, ...], radius_mm: float) -> tuple[np.ndarray, np.
     return sum(g * g for g in grid) <= radius_mm**2, half
 
 
-def fp_blob_center(gt: np.ndarray, spacing: tuple[float, ...], radius_mm: float = 10.0, gap_mm: float = 20.0,
-                   corner: int = 20) -> tuple[int, int, int]:
+def fp_blob_center(
+    gt: np.ndarray, spacing: tuple[float, ...], radius_mm: float = 10.0, gap_mm: float = 20.0, corner: int = 20
+) -> tuple[int, int, int]:
     """Reconstructed placement of the reference's 10 mm false-positive tumour sphere.
 
     z = middle of the foreground's z extent; in-plane the image centre, else the (20, 20) corner. A candidate is
@@ -256,7 +257,9 @@ def test_lits_dice_global_vs_per_case(computed):
     expected = {"tumor_erode1": (0.8802, 0.8542), "shift_z1_y2": (0.8621, 0.8433), "fp_blob": (0.8734, 0.8617)}
     for name, (global_dice, mean_dice) in expected.items():
         rows = [computed[case, name][1] for case in CASES]
-        pooled = 2 * sum(r["tumor_intersection"] for r in rows) / sum(r["tumor_vol_pred"] + r["tumor_vol_gt"] for r in rows)
+        pooled = (
+            2 * sum(r["tumor_intersection"] for r in rows) / sum(r["tumor_vol_pred"] + r["tumor_vol_gt"] for r in rows)
+        )
         assert round(pooled, 4) == global_dice
         assert round(float(np.mean([r["tumor_dice"] for r in rows])), 4) == mean_dice
 

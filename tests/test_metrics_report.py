@@ -20,6 +20,7 @@ from monai_effseg.metrics.report import (
     run_evaluate,
 )
 
+
 def real_crop(test_data: Path) -> tuple[np.ndarray, np.ndarray]:
     """case_00011 (5 mm slices) cropped to its foreground, as (z, y, x) uint8 with its KiTS IPL affine."""
     img = nib.load(str(test_data / "kits19_labels" / "case_00011.nii.gz"))
@@ -164,8 +165,14 @@ def test_cli_hooks(kits_dirs, tmp_path, capsys):
 def test_evaluate_datalist_as_bundles_call_it(kits_dirs, tmp_path, test_data):
     root, seg, preds, spacing = kits_dirs
     ct = root / "gt" / "case_00001" / "imaging.nii.gz"  # zeros: enough for the overlay plumbing
-    datalist = [{"image": str(ct), "label": str(root / "gt" / f"case_{c:05d}" / "segmentation.nii.gz"),
-                 "case_id": f"case_{c:05d}"} for c in (1, 2)]
+    datalist = [
+        {
+            "image": str(ct),
+            "label": str(root / "gt" / f"case_{c:05d}" / "segmentation.nii.gz"),
+            "case_id": f"case_{c:05d}",
+        }
+        for c in (1, 2)
+    ]
     summary = evaluate_datalist(datalist, root / "pred", tmp_path / "report", protocol="kits19")
     assert summary["n_cases"] == 2  # case_00003's prediction is not in the datalist: ignored
     expected = np.mean([kits_case_metrics(preds[c], seg, spacing, "kits19")["composite"] for c in (1, 2)])

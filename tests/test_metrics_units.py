@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from monai_effseg.boxes import union_bbox
 from monai_effseg.metrics import (
     dice,
     generalized_dice_surface_score,
@@ -18,7 +19,6 @@ from monai_effseg.metrics import (
     surface_dice,
 )
 from monai_effseg.metrics.lesions import lesion_detection_metrics
-from monai_effseg.boxes import union_bbox
 from monai_effseg.metrics.surface import crop_to_union
 
 

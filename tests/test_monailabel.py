@@ -37,9 +37,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
-
 from bundle_utils import BUNDLE_IDS, BUNDLES, REPO, read_json, synthetic_kind
+from monai.bundle import ConfigParser
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -182,7 +181,7 @@ def _restored(data: dict, key: str, ref_image: str, metatensor_cls) -> dict:
     meta = d[ref_image].meta if isinstance(d[ref_image], metatensor_cls) else d.get(f"{ref_image}_meta_dict", {})
     result = d[key]
     current = result.shape[1:]
-    spatial = meta.get("spatial_shape", current)[-len(current):]
+    spatial = meta.get("spatial_shape", current)[-len(current) :]
     if np.any(np.not_equal(current, spatial)):
         result = Resize(spatial_size=spatial, mode="nearest")(result)
     d[key] = result if len(result.shape) <= 3 else result[0] if result.shape[0] == 1 else result
@@ -292,9 +291,10 @@ def test_monaibundle_train_task(bundle, synthetic, tmp_path):
     before = (deployed / "models" / "model.pt").stat().st_mtime_ns
     # MONAI Label's datalist: {"image", "label"} only, no case ids
     monaibundle_train(deployed, datalist[:2], {"max_epochs": 1, "val_split": 0.5, "device": "cpu"})
-    assert list((deployed / "models").glob("checkpoint_epoch=1*.pt")) or (
-        deployed / "models" / "model.pt"
-    ).stat().st_mtime_ns != before, "one epoch of training saved nothing"
+    assert (
+        list((deployed / "models").glob("checkpoint_epoch=1*.pt"))
+        or (deployed / "models" / "model.pt").stat().st_mtime_ns != before
+    ), "one epoch of training saved nothing"
     # the trained weights load into the inference network the way monaibundle's infer task loads them
     net = _parser(deployed / "configs" / "inference.json", deployed).get_parsed_content("network_def")
     checkpoint = torch.load(deployed / "models" / "model.pt", map_location="cpu")
@@ -397,8 +397,15 @@ def _kits_label(test_data: Path, dest: Path) -> None:
     nib.save(nib.Nifti1Image(kidneys.astype(np.uint8), ref.affine), dest)
 
 
-def _http(url: str, method: str = "GET", json_body=None, fields: dict | None = None, files: dict | None = None,
-          params: dict | None = None, timeout: float = 60) -> tuple[int, bytes]:
+def _http(
+    url: str,
+    method: str = "GET",
+    json_body=None,
+    fields: dict | None = None,
+    files: dict | None = None,
+    params: dict | None = None,
+    timeout: float = 60,
+) -> tuple[int, bytes]:
     """A request with the standard library only (JSON body, or multipart ``fields`` + ``files`` {name: path})."""
     if params:
         url = f"{url}?{urllib.parse.urlencode(params)}"
@@ -513,8 +520,11 @@ def test_monailabel_server(test_data, tmp_path):
 
         # one epoch of training on the two labelled studies
         before = (deployed / "models" / "model.pt").stat().st_mtime_ns
-        status, body = _http(f"{url}/train/{SERVER_BUNDLE}", "POST",
-                             json_body={"max_epochs": 1, "val_split": 0.5, "multi_gpu": False, "device": "cpu"})
+        status, body = _http(
+            f"{url}/train/{SERVER_BUNDLE}",
+            "POST",
+            json_body={"max_epochs": 1, "val_split": 0.5, "multi_gpu": False, "device": "cpu"},
+        )
         assert status == 200, body[-2000:]
         deadline = time.monotonic() + 600
         task = {}

@@ -84,7 +84,13 @@ def test_bundle_recipe_is_the_papers():
     post = parser.get_parsed_content("validate#postprocessing").transforms
     assert any(isinstance(t, KeepKidneyPaird) for t in post)
     # the public code's weights are one override away
-    assert _parse(("ds_weights", list(MSS_CODE_DS_WEIGHTS))).get_parsed_content("loss").weights == [0.6, 0.1, 0.1, 0.1, 0.1]
+    assert _parse(("ds_weights", list(MSS_CODE_DS_WEIGHTS))).get_parsed_content("loss").weights == [
+        0.6,
+        0.1,
+        0.1,
+        0.1,
+        0.1,
+    ]
 
 
 def test_classic_unet_switch():

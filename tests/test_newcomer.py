@@ -28,8 +28,9 @@ def test_nine_demo_bundles():
 def test_help_imports_neither_torch_nor_monai_and_is_fast():
     code = "from monai_effseg.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
-                          check=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
     elapsed = time.perf_counter() - start
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     heavy = {name for name in imported if name.split(".")[0] in ("torch", "monai", "ignite", "numpy")}
@@ -54,8 +55,14 @@ def test_demo_help_lists_every_bundle_with_time_and_outputs(capsys):
 def test_expected_duration_scales_epochs_and_validations_to_the_demo(tmp_path):
     (tmp_path / "b" / "configs").mkdir(parents=True)
     (tmp_path / "b" / "configs" / "demo.json").write_text(json.dumps({"max_epochs": 10, "val_interval": 5}))
-    results = {"data": {"val_interval": 1, "bundles": {"b": {
-        "wall_s": 30.0, "stages": [{"epochs": 2, "max_epochs": 10, "train_s": 20.0, "validation_s": 4.0}]}}}}
+    results = {
+        "data": {
+            "val_interval": 1,
+            "bundles": {
+                "b": {"wall_s": 30.0, "stages": [{"epochs": 2, "max_epochs": 10, "train_s": 20.0, "validation_s": 4.0}]}
+            },
+        }
+    }
     # 6 s outside the epochs + 10 epochs x 10 s + 2 validations x 2 s
     assert demo_info.expected_demo_seconds("b", results, tmp_path) == pytest.approx(110.0)
     assert demo_info.expected_demo_seconds("missing", results, tmp_path) is None
@@ -80,7 +87,7 @@ def test_demo_prints_duration_and_outputs_before_it_starts(monkeypatch, capsys):
     monkeypatch.setattr(monai_effseg.workflows, "run_bundle", fake_run_bundle)
     monkeypatch.setattr(demo_info, "checkpoint_epoch", lambda ckpt_dir: 25)
     assert main(["demo", "kits_nnunet_baseline"]) == 0
-    (name, configs, banner), = calls
+    ((name, configs, banner),) = calls
     assert (name, configs) == ("kits_nnunet_baseline", ["train.json", "demo.json"])
     assert "expected duration: about" in banner and " min " in banner
     root = REPO / "bundles" / "kits_nnunet_baseline"
@@ -120,8 +127,10 @@ def test_epoch_loss_logger_logs_one_mean_per_epoch(caplog):
     with caplog.at_level(logging.INFO, logger="monai_effseg.handlers.epoch_log"):
         engine.run(range(3), max_epochs=2)
     lines = [r.getMessage() for r in caplog.records if r.name == "monai_effseg.handlers.epoch_log"]
-    assert lines == ["Epoch 1/2 -- train_loss: 2.0000 (mean of 2 iterations)",
-                     "Epoch 2/2 -- train_loss: 4.0000 (mean of 3 iterations)"]
+    assert lines == [
+        "Epoch 1/2 -- train_loss: 2.0000 (mean of 2 iterations)",
+        "Epoch 2/2 -- train_loss: 4.0000 (mean of 3 iterations)",
+    ]
 
 
 def _engine_with_predefined_state(max_epochs: int = 2):
@@ -205,7 +214,9 @@ def test_best_and_worst_overlays_pass_the_label_names(monkeypatch, tmp_path):
 
     seen = []
     monkeypatch.setattr(visualize, "save_overlay", lambda *a, label_names=None, **k: seen.append(label_names) or a[3])
-    cases = [{"case_id": str(i), "image": "i", "label": "l", "pred": "p", "tumor_dice": s} for i, s in enumerate((.2, .8))]
+    cases = [
+        {"case_id": str(i), "image": "i", "label": "l", "pred": "p", "tumor_dice": s} for i, s in enumerate((0.2, 0.8))
+    ]
     visualize.save_best_and_worst(cases, "tumor_dice", tmp_path, label_names=visualize.LABEL_NAMES["lits"])
     assert seen == [{1: "liver", 2: "tumour"}] * 2
 
@@ -228,8 +239,9 @@ def test_surface_dice_is_spelled_out_where_people_read_it():
     from monai_effseg.metrics.report import format_summary
 
     stats = {"mean": 0.5, "median": 0.5, "n": 2, "n_nan": 0}
-    text = format_summary({"n_cases": 2, "protocol": "kits21",
-                           "metrics": {"kidney_and_mass_dice": stats, "kidney_and_mass_sd": stats}})
+    text = format_summary(
+        {"n_cases": 2, "protocol": "kits21", "metrics": {"kidney_and_mass_dice": stats, "kidney_and_mass_sd": stats}}
+    )
     assert "kidney_and_mass surface Dice" in text
     assert "_sd" not in text
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from monai_effseg.nets import PlainUNet
 from monai_effseg.deploy.optimize import ConcatFreeUNetDecoder, optimize_for_inference
 from monai_effseg.deploy.polyphase import UpsampledConv
+from monai_effseg.nets import PlainUNet
 
 
 def pair(dims, stride, kernel, up_bias=False):

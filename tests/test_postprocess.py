@@ -12,8 +12,8 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
-from monai_effseg.metrics import dice
 from monai_effseg.boxes import union_bbox
+from monai_effseg.metrics import dice
 from monai_effseg.transforms.postprocess import (
     KeepKidneyPair,
     KeepKidneyPaird,
@@ -166,7 +166,8 @@ def test_low_probability_tumour_components_are_removed(kits_labels):
     cleaned = transform(pred[None], prob)[0]
     np.testing.assert_array_equal(cleaned, gt)  # the false tumour goes back to kidney: Dice restored exactly
     d = RemoveLowProbabilityComponentsd(keys="pred", prob_key="prob", threshold=0.8, replace_with=1)(
-        {"pred": torch.from_numpy(pred[None]), "prob": torch.from_numpy(prob)})
+        {"pred": torch.from_numpy(pred[None]), "prob": torch.from_numpy(prob)}
+    )
     assert torch.equal(d["pred"][0], torch.from_numpy(gt))
     # a single-channel probability of the filtered label works too; too low a threshold keeps everything
     single = transform(pred[None], prob[2:3])[0]

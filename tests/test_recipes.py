@@ -50,8 +50,10 @@ def test_a_hand_edited_bundle_file_fails_the_check_with_its_name_and_the_fix(cop
     assert "lits_dsts_unet/configs/logging.conf" in effseg_bundles("--check", "--root", str(copy_of_repo)).stderr
     stray = copy_of_repo / "bundles" / "kits_mss_unet" / "configs" / "old_train.json"
     stray.write_text("{}")
-    assert "kits_mss_unet/configs/old_train.json (not generated)" in effseg_bundles("--check", "--root",
-                                                                                    str(copy_of_repo)).stderr
+    assert (
+        "kits_mss_unet/configs/old_train.json (not generated)"
+        in effseg_bundles("--check", "--root", str(copy_of_repo)).stderr
+    )
     stray.unlink()
     # regenerating puts both back, and a second run writes nothing
     assert effseg_bundles("--root", str(copy_of_repo)).returncode == 0

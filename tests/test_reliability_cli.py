@@ -87,8 +87,9 @@ def test_fingerprint_warns_about_unusual_labels_without_num_classes(lits_data, t
     assert "[7]" in warning and "--num-classes" in warning
 
 
-def test_fingerprint_of_a_read_only_dataset_fails_before_reading_and_suggests_out(lits_data, tmp_path, capsys,
-                                                                                  monkeypatch):
+def test_fingerprint_of_a_read_only_dataset_fails_before_reading_and_suggests_out(
+    lits_data, tmp_path, capsys, monkeypatch
+):
     import tempfile
 
     import monai_effseg.data.fingerprint as fp

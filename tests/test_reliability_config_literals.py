@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
-
 from bundle_utils import REPO, configs, demo_value
+from monai.bundle import ConfigWorkflow
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 

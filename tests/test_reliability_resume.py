@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from bundle_utils import REPO, configs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")

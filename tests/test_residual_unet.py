@@ -32,8 +32,11 @@ def residual_unet_params(in_ch, classes, features, kernels, strides, residual=Tr
     stage on [up, skip] (2 * width in), and a 1x1 head with bias on supervised levels."""
     vol = [math.prod(k) if isinstance(k, tuple) else k**3 for k in kernels]
     stride_vol = [math.prod(s) if isinstance(s, tuple) else s**3 for s in strides]
-    stage = (lambda k, a, b, proj: residual_block_params(k, a, b, proj)) if residual else (
-        lambda k, a, b, proj: plain_pair_params(k, a, b))
+    stage = (
+        (lambda k, a, b, proj: residual_block_params(k, a, b, proj))
+        if residual
+        else (lambda k, a, b, proj: plain_pair_params(k, a, b))
+    )
     total, c_in = 0, in_ch
     for level, c in enumerate(features):
         total += stage(vol[level], c_in, c, c_in != c or stride_vol[level] != 1)

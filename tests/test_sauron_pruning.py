@@ -188,7 +188,9 @@ def test_zscore_delta_opt_is_a_correlation_distance_that_one_extreme_voxel_barel
     spiked = x.clone()
     spiked[:, :, 0, 0, 0] = 10.0
     for normalisation, low, high in (("minmax", 0.4, 0.55), ("zscore", 0.85, 0.95)):
-        ratio = delta_opt(spiked, pool=1, normalisation=normalisation) / delta_opt(x, pool=1, normalisation=normalisation)
+        ratio = delta_opt(spiked, pool=1, normalisation=normalisation) / delta_opt(
+            x, pool=1, normalisation=normalisation
+        )
         assert low < ratio[:, 2].amin() and ratio[:, 2].amax() < high, (normalisation, ratio)
     with pytest.raises(ValueError, match="normalisation"):
         delta_opt(x, normalisation="l2")

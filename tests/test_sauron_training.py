@@ -39,6 +39,8 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
 PATCH = (32, 32)
 
 
@@ -142,7 +144,9 @@ def test_delta_prune_is_averaged_over_the_epoch():
 
 def test_trainer_prunes_every_epoch_logs_and_resumes(tmp_path):
     net, regularizer, optimizer, pruner, trainer = build()
-    stats = SauronStatsHandler(pruner, str(tmp_path / "runs"), str(tmp_path / "compression.png"), str(tmp_path / "h.json"))
+    stats = SauronStatsHandler(
+        pruner, str(tmp_path / "runs"), str(tmp_path / "compression.png"), str(tmp_path / "h.json")
+    )
     stats.attach(trainer)
     saver = CheckpointSaver(
         str(tmp_path), {"model": net, "optimizer": optimizer, "pruner": pruner, "trainer": trainer},
@@ -230,7 +234,9 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
         wrappers = []
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: wrappers.append(id(e.network)))
         trainer.run()
-        torch.save({"widths": net.sauron_widths, "wrappers": len(set(wrappers)), "w": next(net.parameters())}, out.format(rank))
+        torch.save(
+            {"widths": net.sauron_widths, "wrappers": len(set(wrappers)), "w": next(net.parameters())}, out.format(rank)
+        )
     finally:
         dist.destroy_process_group()
 
@@ -250,9 +256,8 @@ def test_bundle_segmentation_loss_is_the_authors_ce_plus_soft_dice():
     A class absent from a sample scores 0 whatever is predicted, so it pushes nothing to zero; MONAI's default
     smoothing (1e-5 on both sides) instead rewards predicting exactly nothing for it, which on random crops taught
     the full-resolution head never to predict kidney."""
-    from monai.bundle import ConfigParser
-
     from bundle_utils import REPO, configs
+    from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(configs(REPO / "bundles" / "kits_sauron_nnunet", "train.json"))
@@ -303,8 +308,10 @@ def test_sampling_modes_decide_on_the_last_batch_or_the_epoch_mean(sampling):
         lambda m, a, out: outputs.append(out.detach()) if out.device.type != "meta" else None  # not conv_flops
     )
     decided = {}
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: decided.update(ref=pruner.references[layer],
-                                                                               width=pruner.history[-1]["widths"]))
+    trainer.add_event_handler(
+        Events.EPOCH_COMPLETED,
+        lambda e: decided.update(ref=pruner.references[layer], width=pruner.history[-1]["widths"]),
+    )
     before = regularizer.graph.widths(net)[layer]
     trainer.run()
     ref, tau = decided["ref"], pruner.schedule.tau(layer)
@@ -368,16 +375,19 @@ def test_bundle_follows_the_authors_recipe():
     """train.json: 2 patches per case per epoch (183 iterations for the authors' 183 KiTS training cases at batch
     2), the authors' last-forward sampling, no warm-up or fine-tune, 12 epochs before the first plateau raise, the
     sagittal slice axis, and the code's augmentation (scale x-y, rotate about z, flip every axis)."""
+    from bundle_utils import REPO, configs
     from monai.bundle import ConfigParser
     from monai.transforms import RandAffined, RandFlipd
-
-    from bundle_utils import REPO, configs
 
     parser = ConfigParser()
     parser.read_config(configs(REPO / "bundles" / "kits_sauron_nnunet", "train.json"))
     parser["split"] = {"training": [{}] * 183, "validation": [{}] * 21}
     assert parser.get_parsed_content("iterations_per_epoch") == 183
-    assert (parser["sauron_sampling"], parser["sauron_warmup_epochs"], parser["sauron_prune_epochs"]) == ("last", 0, None)
+    assert (parser["sauron_sampling"], parser["sauron_warmup_epochs"], parser["sauron_prune_epochs"]) == (
+        "last",
+        0,
+        None,
+    )
     assert parser["sauron_plateau_min_epochs"] == 12 and parser["sauron_slice_axis"] == 0
     pruner = parser["sauron"]["pruner"]
     assert pruner["evaluator"].replace("::", "#") == "@validate#evaluator" and pruner["val_interval"] == "@val_interval"

@@ -17,9 +17,8 @@ from pathlib import Path
 import monai.bundle
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
-
 from bundle_utils import BUNDLE_IDS, BUNDLES, configs, zoo_io
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 

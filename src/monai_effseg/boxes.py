@@ -35,8 +35,9 @@ def union_bbox(*arrays: np.ndarray, margin: int = 1) -> tuple[tuple[int, int], .
     boxes = [b for b in (foreground_bbox(as_numpy(a)) for a in arrays) if b is not None]
     if not boxes:
         return None
-    return tuple((min(b[i][0] for b in boxes) - margin, max(b[i][1] for b in boxes) + margin)
-                 for i in range(arrays[0].ndim))
+    return tuple(
+        (min(b[i][0] for b in boxes) - margin, max(b[i][1] for b in boxes) + margin) for i in range(arrays[0].ndim)
+    )
 
 
 def crop_padded(arr: np.ndarray, box: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -18,7 +18,9 @@ def find_bundle(name_or_path: str) -> Path:
         if (candidate / "configs" / "train.json").is_file():
             return candidate.resolve()
     known = sorted(p.name for p in REPO_BUNDLES.glob("*") if (p / "configs").is_dir()) if REPO_BUNDLES.is_dir() else []
-    raise SystemExit(f"effseg: no bundle {name_or_path!r} (looked in {', '.join(map(str, candidates))}); known: {known}")
+    raise SystemExit(
+        f"effseg: no bundle {name_or_path!r} (looked in {', '.join(map(str, candidates))}); known: {known}"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -26,8 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     root = find_bundle(args.bundle)
     # printed before the slow torch / MONAI imports, so the wait and the output paths are known up front
-    print(demo_banner(root, synthetic_cache_dir(), resume_epoch=checkpoint_epoch(root / "models" / "demo")),
-          flush=True)
+    print(demo_banner(root, synthetic_cache_dir(), resume_epoch=checkpoint_epoch(root / "models" / "demo")), flush=True)
     from monai_effseg.workflows import run_bundle
 
     run_bundle(root, ["train.json", "demo.json"], "train")
@@ -78,8 +79,11 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.dataset_dir) / "fingerprint.json")
     problem = _unwritable(out)
     if problem:  # checked before reading every case, not after
-        print(f"effseg fingerprint: cannot write {out}: {problem}. Pass --out with a writable path, e.g. "
-              f"--out {Path.home() / 'fingerprint.json'}", file=sys.stderr)
+        print(
+            f"effseg fingerprint: cannot write {out}: {problem}. Pass --out with a writable path, e.g. "
+            f"--out {Path.home() / 'fingerprint.json'}",
+            file=sys.stderr,
+        )
         return 2
     print(json.dumps(load_or_compute_fingerprint(datalist, out, num_classes=args.num_classes), indent=2))
     return 0
@@ -129,9 +133,13 @@ def cmd_bundles(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve()
     differ = sync(root, check=args.check)
     if args.check and differ:
-        print(f"effseg bundles --check: {len(differ)} bundle file(s) differ from what recipes/ generates:\n  "
-              + "\n  ".join(differ) + "\nEdit recipes/ (template/, families/, <bundle>.json), not the bundle folders, "
-              "then run 'effseg bundles' to regenerate them.", file=sys.stderr)
+        print(
+            f"effseg bundles --check: {len(differ)} bundle file(s) differ from what recipes/ generates:\n  "
+            + "\n  ".join(differ)
+            + "\nEdit recipes/ (template/, families/, <bundle>.json), not the bundle folders, "
+            "then run 'effseg bundles' to regenerate them.",
+            file=sys.stderr,
+        )
         return 1
     stray = [d for d in differ if d.endswith("(not generated)")]
     if args.check:
@@ -139,8 +147,10 @@ def cmd_bundles(args: argparse.Namespace) -> int:
     else:
         print(f"effseg bundles: {len(differ) - len(stray)} file(s) written")
     if stray:
-        print("effseg bundles: no recipe makes " + ", ".join(stray) + "; delete it or add it to recipes/template",
-              file=sys.stderr)
+        print(
+            "effseg bundles: no recipe makes " + ", ".join(stray) + "; delete it or add it to recipes/template",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -154,19 +164,20 @@ def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
     ``effseg --help`` and every other command's parsing stay fast."""
     from monai_effseg.demo_info import demo_table, outputs_help, synthetic_cache_dir
 
-    parser = argparse.ArgumentParser(prog="effseg", description=DESCRIPTION,
-                                     epilog="'effseg COMMAND --help' describes a command.")
+    parser = argparse.ArgumentParser(
+        prog="effseg", description=DESCRIPTION, epilog="'effseg COMMAND --help' describes a command."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
         "demo",
         help="train a bundle on the embedded synthetic dataset and evaluate it on a hold-out set (CPU, minutes)",
         description="Train BUNDLE's CPU demo (configs/train.json + configs/demo.json) on synthetic phantoms, then "
-                    "evaluate it on 6 unseen phantoms: prints the hold-out metrics and writes overlay PNGs. A "
-                    "checkpoint left in the bundle's models/demo/ is resumed (a finished one trains no epoch); "
-                    "delete that folder to train again.",
+        "evaluate it on 6 unseen phantoms: prints the hold-out metrics and writes overlay PNGs. A "
+        "checkpoint left in the bundle's models/demo/ is resumed (a finished one trains no epoch); "
+        "delete that folder to train again.",
         epilog=f"{demo_table()}\n\n{outputs_help()}\n"
-               f"and generates the synthetic data once into {synthetic_cache_dir()} ($EFFSEG_CACHE)",
+        f"and generates the synthetic data once into {synthetic_cache_dir()} ($EFFSEG_CACHE)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("bundle", help="bundle name (one of those below) or path")
@@ -175,11 +186,19 @@ def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", help="params and FLOPs (2 x MAC) per network, encoder and decoder")
     prof.add_argument("names", nargs="*", help="registered network names")
     prof.add_argument("--all", action="store_true", help="every registered network")
-    prof.add_argument("--input-size", nargs="+", type=int, default=None,
-                      help="C and spatial size, no batch (default: each network's paper input)")
+    prof.add_argument(
+        "--input-size",
+        nargs="+",
+        type=int,
+        default=None,
+        help="C and spatial size, no batch (default: each network's paper input)",
+    )
     prof.add_argument("--time", action="store_true", help="also time a CPU forward pass")
-    prof.add_argument("--optimized", action="store_true",
-                      help="time after monai_effseg.deploy.optimize.optimize_for_inference (BN folding, channels-last)")
+    prof.add_argument(
+        "--optimized",
+        action="store_true",
+        help="time after monai_effseg.deploy.optimize.optimize_for_inference (BN folding, channels-last)",
+    )
     prof.add_argument("--threads", type=int, default=2)
     prof.set_defaults(func=cmd_profile)
 
@@ -205,10 +224,13 @@ def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
     ex.add_argument("--input-size", nargs="+", type=int, default=[64, 64, 64], help="spatial size for --trace")
     ex.set_defaults(func=cmd_export)
 
-    bu = sub.add_parser("bundles", help="generate bundles/*/configs from recipes/ (the template and one delta each)",
-                        description="Write every bundle's configs/ from recipes/template/ and recipes/<bundle>.json "
-                                    "(see monai_effseg.recipes). --check writes nothing and exits 1 when a bundle "
-                                    "file differs from what the recipes generate.")
+    bu = sub.add_parser(
+        "bundles",
+        help="generate bundles/*/configs from recipes/ (the template and one delta each)",
+        description="Write every bundle's configs/ from recipes/template/ and recipes/<bundle>.json "
+        "(see monai_effseg.recipes). --check writes nothing and exits 1 when a bundle "
+        "file differs from what the recipes generate.",
+    )
     bu.add_argument("--check", action="store_true", help="compare only; exit 1 and name the files that differ")
     bu.add_argument("--root", default=str(REPO_BUNDLES.parent), help="repository root (default: this checkout)")
     bu.set_defaults(func=cmd_bundles)

@@ -23,10 +23,15 @@ MEASURE_COMMAND = "python benchmarks/run_all.py --sections demos"
 
 # Relative to the bundle folder, as configs/demo.json sets ``ckpt_dir`` and ``output_dir``.
 DEMO_OUTPUTS = (
-    ("models/demo/", "checkpoints: model.pt (best validation Dice), the latest checkpoint_epoch=N.pt, "
-                     "fingerprint.json"),
-    ("eval/demo/holdout/", "hold-out evaluation: metrics_per_case.csv, metrics_summary.json, boxplot_*.png, "
-                           "overlay_best.png / overlay_worst.png, predictions/"),
+    (
+        "models/demo/",
+        "checkpoints: model.pt (best validation Dice), the latest checkpoint_epoch=N.pt, fingerprint.json",
+    ),
+    (
+        "eval/demo/holdout/",
+        "hold-out evaluation: metrics_per_case.csv, metrics_summary.json, boxplot_*.png, "
+        "overlay_best.png / overlay_worst.png, predictions/",
+    ),
     ("eval/demo/runs/", "TensorBoard logs"),
     ("eval/demo/split.json", "the training / validation split"),
     ("eval/demo/cache/", "the preprocessed-data cache"),
@@ -41,8 +46,11 @@ def synthetic_cache_dir() -> Path:
 
 def checkpoint_epoch(ckpt_dir: Path) -> int | None:
     """The newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (what ``ResumeFromLatest`` resumes from), or ``None``."""
-    epochs = [int(m.group(1)) for p in Path(ckpt_dir).glob("*checkpoint_epoch=*.pt")
-              if (m := re.search(r"checkpoint_epoch=(\d+)\.pt$", p.name))]
+    epochs = [
+        int(m.group(1))
+        for p in Path(ckpt_dir).glob("*checkpoint_epoch=*.pt")
+        if (m := re.search(r"checkpoint_epoch=(\d+)\.pt$", p.name))
+    ]
     return max(epochs) if epochs else None
 
 
@@ -73,8 +81,9 @@ def _demo_int(bundle_root: Path, key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def expected_demo_seconds(bundle: str, results: dict[str, Any] | None = None,
-                          bundles_dir: Path = BUNDLES_DIR) -> float | None:
+def expected_demo_seconds(
+    bundle: str, results: dict[str, Any] | None = None, bundles_dir: Path = BUNDLES_DIR
+) -> float | None:
     """Estimated wall time of the whole demo (training, validation, hold-out evaluation) on the measuring machine,
     or ``None`` when ``docs/benchmarks.json`` has no usable run of this bundle."""
     results = load_demo_results() if results is None else results
@@ -125,8 +134,12 @@ def outputs_help() -> str:
     return "\n".join(["writes, inside the bundle folder:", *(f"  {p:40s} {what}" for p, what in DEMO_OUTPUTS)])
 
 
-def demo_banner(bundle_root: Path, data_cache: Path | str | None = None, results: dict[str, Any] | None = None,
-                resume_epoch: int | None = None) -> str:
+def demo_banner(
+    bundle_root: Path,
+    data_cache: Path | str | None = None,
+    results: dict[str, Any] | None = None,
+    resume_epoch: int | None = None,
+) -> str:
     """What ``effseg demo`` prints before it starts: the expected duration and what it writes where.
 
     ``resume_epoch``: the epoch of a checkpoint already in ``models/demo`` (the demo resumes from it, so a finished
@@ -135,12 +148,16 @@ def demo_banner(bundle_root: Path, data_cache: Path | str | None = None, results
     results = load_demo_results() if results is None else results
     seconds = expected_demo_seconds(bundle_root.name, results, bundle_root.parent) if results else None
     if seconds:
-        duration = (f"expected duration: about {format_minutes(seconds)} ({_machine(results)}, "
-                    f"estimated from {BENCHMARKS_JSON.relative_to(REPO)}); longer on a busy machine")
+        duration = (
+            f"expected duration: about {format_minutes(seconds)} ({_machine(results)}, "
+            f"estimated from {BENCHMARKS_JSON.relative_to(REPO)}); longer on a busy machine"
+        )
     else:
         duration = f"expected duration: not measured for this bundle (run {MEASURE_COMMAND})"
-    lines = [f"effseg demo {bundle_root.name}: train on the embedded synthetic data, then evaluate a hold-out set",
-             f"  {duration}"]
+    lines = [
+        f"effseg demo {bundle_root.name}: train on the embedded synthetic data, then evaluate a hold-out set",
+        f"  {duration}",
+    ]
     if data_cache is not None:
         lines.append(f"  synthetic data (generated on first use): {data_cache}")
     lines.extend(f"  {bundle_root / path}: {what}" for path, what in DEMO_OUTPUTS)
@@ -148,9 +165,10 @@ def demo_banner(bundle_root: Path, data_cache: Path | str | None = None, results
         max_epochs = _demo_int(bundle_root, "max_epochs")
         ckpt_dir = bundle_root / "models" / "demo"
         done = max_epochs is not None and resume_epoch >= max_epochs
-        lines.append(f"  note: {ckpt_dir} already holds a checkpoint of epoch {resume_epoch}"
-                     + (f" of {max_epochs}" if max_epochs else "")
-                     + (": training is finished, only the hold-out evaluation runs" if done
-                        else ": training resumes from it")
-                     + f" (delete {ckpt_dir} to train from scratch)")
+        lines.append(
+            f"  note: {ckpt_dir} already holds a checkpoint of epoch {resume_epoch}"
+            + (f" of {max_epochs}" if max_epochs else "")
+            + (": training is finished, only the hold-out evaluation runs" if done else ": training resumes from it")
+            + f" (delete {ckpt_dir} to train from scratch)"
+        )
     return "\n".join(lines)

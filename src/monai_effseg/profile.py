@@ -56,9 +56,7 @@ def total_stride(model: nn.Module, spatial_dims: int) -> tuple[int, ...] | None:
     return tuple(total)
 
 
-def count_flops(
-    model: nn.Module, input_shape: Sequence[int], parts: Sequence[str] | None = None
-) -> dict[str, int]:
+def count_flops(model: nn.Module, input_shape: Sequence[int], parts: Sequence[str] | None = None) -> dict[str, int]:
     """2 x conv/linear MACs of one eval-mode forward pass, for the network and each of ``parts`` (submodule names;
     default :func:`part_names`).
 

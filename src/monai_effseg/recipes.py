@@ -47,8 +47,11 @@ def _locate(config: Any, id_: str) -> tuple[Any, str]:
     while len(parts) > 1 and not (isinstance(node, dict) and "#".join(parts) in node):
         for j in range(len(parts) - 1, 0, -1):
             head = "#".join(parts[:j])
-            child = node[int(head)] if isinstance(node, list) and head.isdigit() else (
-                node.get(head) if isinstance(node, dict) else None)
+            child = (
+                node[int(head)]
+                if isinstance(node, list) and head.isdigit()
+                else (node.get(head) if isinstance(node, dict) else None)
+            )
             if isinstance(child, (dict, list)):
                 node, parts = child, parts[j:]
                 break

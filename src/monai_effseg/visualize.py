@@ -112,7 +112,13 @@ def save_best_and_worst(
     for tag, case in picks.items():
         title = f"{tag}: {case['case_id']} {score_key}={case[score_key]:.3f}"
         written.append(
-            save_overlay(case["image"], case["label"], case["pred"], Path(out_dir) / f"{prefix}_{tag}.png", title,
-                         label_names=label_names)
+            save_overlay(
+                case["image"],
+                case["label"],
+                case["pred"],
+                Path(out_dir) / f"{prefix}_{tag}.png",
+                title,
+                label_names=label_names,
+            )
         )
     return written

@@ -110,6 +110,9 @@ def evaluate_holdout(
     run_bundle(bundle_root, ["inference.json"], "inference", literals=literals)
     summary = evaluate_datalist(datalist, pred_dir, output_dir, protocol=protocol)
     name = Path(bundle_root).resolve().name  # "." when run from inside the bundle folder
-    print(f"\nHold-out evaluation of {name} ({len(datalist)} cases in {holdout_dir}):\n"
-          + format_summary(summary, output_dir), flush=True)
+    print(
+        f"\nHold-out evaluation of {name} ({len(datalist)} cases in {holdout_dir}):\n"
+        + format_summary(summary, output_dir),
+        flush=True,
+    )
     return summary

@@ -36,7 +36,13 @@ def conv(
     """A plain ``Conv{2,3}d`` with "same" padding."""
     conv_type = Conv[Conv.CONV, spatial_dims]
     return conv_type(
-        in_channels, out_channels, kernel_size, stride=stride, padding=same_padding(kernel_size), groups=groups, bias=bias
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=same_padding(kernel_size),
+        groups=groups,
+        bias=bias,
     )
 
 

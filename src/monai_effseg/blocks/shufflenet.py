@@ -54,7 +54,9 @@ def _branch(
     branch.add_module("depthwise", DepthwiseConvNorm(spatial_dims, channels, kernel_size, stride, norm))
     branch.add_module("project", ConvNormAct(spatial_dims, channels, channels, 1, norm=norm, act=act, bias=False))
     if se_ratio > 0:
-        branch.add_module("se", SqueezeExcitation(spatial_dims, channels, se_channels(channels, se_ratio), act, inplace=True))
+        branch.add_module(
+            "se", SqueezeExcitation(spatial_dims, channels, se_channels(channels, se_ratio), act, inplace=True)
+        )
     return branch
 
 

@@ -240,7 +240,9 @@ def compute_fingerprint(
             logger.warning(
                 "label values outside the usual %s (KiTS 0-3, LiTS 0-2) in %d case(s): %s. They are recorded as "
                 "classes; pass num_classes (effseg fingerprint --num-classes N) to reject them, or fix the label maps",
-                list(USUAL_LABELS), len(unusual), unusual,
+                list(USUAL_LABELS),
+                len(unusual),
+                unusual,
             )
     return {
         "version": FINGERPRINT_VERSION,

@@ -26,8 +26,29 @@ KITS_CLASSES = {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}
 LITS_CLASSES = {"background": 0, "liver": 1, "tumor": 2}
 
 # Tissue ids, in painting order (a later tissue overwrites an earlier one).
-(AIR, FAT, MUSCLE, VISCERAL, BOWEL_WALL, BOWEL_AIR, SPLEEN, LIVER, LIVER_VESSEL, LESION, KIDNEY_CORTEX, KIDNEY_MEDULLA,
- SINUS, RENAL_TUMOUR, RENAL_CYST, AORTA, IVC, BONE_CORTEX, BONE, DISC, CANAL) = range(21)
+(
+    AIR,
+    FAT,
+    MUSCLE,
+    VISCERAL,
+    BOWEL_WALL,
+    BOWEL_AIR,
+    SPLEEN,
+    LIVER,
+    LIVER_VESSEL,
+    LESION,
+    KIDNEY_CORTEX,
+    KIDNEY_MEDULLA,
+    SINUS,
+    RENAL_TUMOUR,
+    RENAL_CYST,
+    AORTA,
+    IVC,
+    BONE_CORTEX,
+    BONE,
+    DISC,
+    CANAL,
+) = range(21)
 
 
 @dataclass

@@ -239,7 +239,9 @@ def render_ct(
         lut[tissue_id] = value
     amplitude = np.full(256, 4.0, dtype=np.float32)
     amplitude[[SPLEEN, RENAL_TUMOUR, NECROSIS]] = 10.0, rng.uniform(8.0, 20.0), 6.0
-    image = lut[painter.tissue] + amplitude[painter.tissue] * _smooth_noise(rng, label.shape, [2.0 / s for s in spacing])
+    image = lut[painter.tissue] + amplitude[painter.tissue] * _smooth_noise(
+        rng, label.shape, [2.0 / s for s in spacing]
+    )
     kidney_mean = float(image[label == 1].mean())
     tumour_mean = float(image[label == 2].mean()) if (label == 2).any() else float("nan")
 

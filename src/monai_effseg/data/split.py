@@ -39,11 +39,7 @@ def exclude_cases(items: Sequence[Item], exclude: Sequence[Union[str, int]] = ()
     """
     names = {str(e) for e in exclude if not (isinstance(e, int) or str(e).isdigit())}
     numbers = {int(e) for e in exclude if isinstance(e, int) or str(e).isdigit()}
-    return [
-        item
-        for item in items
-        if item["case_id"] not in names and case_number(item["case_id"]) not in numbers
-    ]
+    return [item for item in items if item["case_id"] not in names and case_number(item["case_id"]) not in numbers]
 
 
 def create_split(case_ids: Sequence[str], val_fraction: float = 0.2, seed: int = 0) -> dict[str, list[str]]:

@@ -345,7 +345,9 @@ def check_against_fingerprint(image: MetaTensor, path: PathLike, fingerprint: Op
         reasons.append(f"the slices are {spacing[2] / target[2]:.2g} times thicker than in training")
     if not reasons:
         return []
-    trained = f"training spacing {_mm(target)} mm" + (f", field of view {_mm(train_fov, 0)} mm" if train_fov is not None else "")
+    trained = f"training spacing {_mm(target)} mm" + (
+        f", field of view {_mm(train_fov, 0)} mm" if train_fov is not None else ""
+    )
     return [
         f"{path}: spacing {_mm(spacing)} mm, field of view {_mm(fov, 0)} mm (x, y, z) is far from the training data "
         f"({trained}): {'; '.join(reasons)}; the segmentation is unreliable: check that this is a whole abdominal CT"

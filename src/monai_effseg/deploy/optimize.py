@@ -269,9 +269,8 @@ class ConcatFreeUNetDecoder(nn.Module):
 
     @staticmethod
     def supports(decoder: nn.Module) -> bool:
-        return (
-            type(decoder) is UNetDecoder
-            and all(isinstance(stage, nn.Sequential) and type(stage[0]) is ConvNormAct for stage in decoder.stages)
+        return type(decoder) is UNetDecoder and all(
+            isinstance(stage, nn.Sequential) and type(stage[0]) is ConvNormAct for stage in decoder.stages
         )
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:

@@ -99,4 +99,3 @@ class UpsampledConv(nn.Module):
             window = tuple(slice(st[r], st[r] + n) for st, r, n in zip(self.starts, phase, coarse))
             target.copy_(y[(slice(None),) + phase + (slice(None),) + window])
         return out
-

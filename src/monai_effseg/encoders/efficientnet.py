@@ -27,6 +27,7 @@ from monai_effseg.blocks.silu import EFFICIENTNET_ACT, EFFICIENTNET_NORM
 from monai_effseg.encoders.registry import ENCODERS
 from monai_effseg.encoders.table import TableEncoder
 
+
 class Row(NamedTuple):
     """One stage of a published EfficientNet table (the input width is the previous row's ``out_channels``)."""
 
@@ -170,7 +171,9 @@ def efficientnet_stage_table(arch: EfficientNetArch, in_channels: int, stem_stri
     width = arch.stem
     for i, (block, repeats, kernel, stride, expand, out, se) in enumerate(arch.stages):
         extra = {"se_divisor": arch.se_divisor} if block != "cn" else {}
-        rows.append(StageSpec(block, repeats, kernel, first_stride if i == 0 else stride, expand, width, out, se, extra))
+        rows.append(
+            StageSpec(block, repeats, kernel, first_stride if i == 0 else stride, expand, width, out, se, extra)
+        )
         width = out
     return rows
 

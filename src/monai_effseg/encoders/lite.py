@@ -49,6 +49,7 @@ MBV3_SE = [0.0, 0.0, 0.25, 0.0, 0.25, 0.25, 0.25]
 MBV3_ACTS = ["relu", "relu", "relu", "hardswish", "hardswish", "hardswish", "hardswish"]
 WIDTHS_2D = [32, 16, 24, 40, 80, 112, 192, 320]
 
+
 class Slab(NamedTuple):
     """Slices a slab network takes in and predicts."""
 

@@ -22,12 +22,7 @@ def default_strides(num_stages: int) -> list[int]:
 
 
 def nnunet_stage_table(
-    in_channels: int,
-    features: Sequence[int],
-    kernel_sizes,
-    strides,
-    convs_per_stage: int = 2,
-    block: str = "conv",
+    in_channels: int, features: Sequence[int], kernel_sizes, strides, convs_per_stage: int = 2, block: str = "conv"
 ) -> list[StageSpec]:
     """The nnU-Net encoder as a stage table: ``convs_per_stage`` blocks per resolution, the first one strided."""
     kernels = per_stage(kernel_sizes, len(features), "kernel_sizes")

@@ -1,11 +1,9 @@
 """Ignite handlers used by the bundles."""
 
 from monai_effseg.handlers.checkpoint import CheckedCheckpointLoader, CheckpointMismatchError
-from monai_effseg.handlers.optimize import OptimizeForInference
 from monai_effseg.handlers.epoch_log import EpochLossLogger
+from monai_effseg.handlers.optimize import OptimizeForInference
 from monai_effseg.handlers.ref import handler_ref
-from monai_effseg.handlers.setup import RunSetup
-from monai_effseg.handlers.summary import InferenceSummary, SkippedInputsError
 from monai_effseg.handlers.resume import (
     BestModelSaver,
     ResumeFromLatest,
@@ -13,8 +11,11 @@ from monai_effseg.handlers.resume import (
     interval_checkpoints,
     latest_checkpoint,
 )
+from monai_effseg.handlers.setup import RunSetup
+from monai_effseg.handlers.summary import InferenceSummary, SkippedInputsError
 
 __all__ = [
+    "BestModelSaver",
     "CheckedCheckpointLoader",
     "CheckpointMismatchError",
     "InferenceSummary",

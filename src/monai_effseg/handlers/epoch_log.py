@@ -25,8 +25,9 @@ class EpochLossLogger:
         name: the logger to write to (default this module's; the bundles' ``logging.conf`` prints it).
     """
 
-    def __init__(self, tag_name: str = "loss", output_transform: Callable[[Any], Any] = lambda x: x,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, tag_name: str = "loss", output_transform: Callable[[Any], Any] = lambda x: x, name: str | None = None
+    ) -> None:
         self.tag_name = tag_name
         self.output_transform = output_transform
         self.logger = logging.getLogger(name) if name else logger
@@ -52,5 +53,9 @@ class EpochLossLogger:
         mean = self._sum / self._count if self._count else float("nan")
         self.logger.info(
             "Epoch %d/%d -- %s: %.4f (mean of %d iterations)",
-            engine.state.epoch, engine.state.max_epochs, self.tag_name, mean, self._count,
+            engine.state.epoch,
+            engine.state.max_epochs,
+            self.tag_name,
+            mean,
+            self._count,
         )

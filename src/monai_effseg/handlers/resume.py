@@ -15,9 +15,9 @@ from pathlib import Path
 
 import ignite.distributed as idist
 import torch
-from torch import nn
 from ignite.engine import Events
 from ignite.handlers import Checkpoint, DiskSaver
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class ResumeFromLatest:
             if unreadable:
                 logger.warning(
                     "the latest checkpoint %s cannot be read; resuming from the previous one, %s, instead",
-                    candidates[0], path,
+                    candidates[0],
+                    path,
                 )
             return path, checkpoint
         raise RuntimeError(
@@ -122,13 +123,17 @@ class ResumeFromLatest:
             if _BEST_KEY in checkpoint:
                 logger.info(
                     "resumed from %s (epoch %d); best %s so far: %s at epoch %s",
-                    path, engine.state.epoch, self.evaluator.state.key_metric_name,
-                    self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch,
+                    path,
+                    engine.state.epoch,
+                    self.evaluator.state.key_metric_name,
+                    self.evaluator.state.best_metric,
+                    self.evaluator.state.best_metric_epoch,
                 )
             else:
                 logger.warning(
                     "%s holds no best validation metric (written by an older version): the next validation "
-                    "counts as the best so far", path,
+                    "counts as the best so far",
+                    path,
                 )
         else:
             logger.info("resumed from %s (epoch %d)", path, engine.state.epoch)
@@ -138,7 +143,10 @@ class ResumeFromLatest:
             logger.warning(
                 "%s is from epoch %d of %d: training is already finished, no epoch runs (delete the "
                 "checkpoint_epoch=*.pt files in %s, or set another ckpt_dir, to train again)",
-                self.resumed_from, engine.state.epoch, engine.state.max_epochs, self.ckpt_dir,
+                self.resumed_from,
+                engine.state.epoch,
+                engine.state.max_epochs,
+                self.ckpt_dir,
             )
 
 
@@ -265,8 +273,11 @@ class BestModelSaver:
             # written after the checkpoint this run resumed from: the file on disk is better
             logger.info(
                 "%s (epoch %s, %s %s) kept: better than this validation's %s",
-                self.save_dir / self.filename, record["best_metric_epoch"], state.key_metric_name,
-                record["best_metric"], state.best_metric,
+                self.save_dir / self.filename,
+                record["best_metric_epoch"],
+                state.key_metric_name,
+                record["best_metric"],
+                state.best_metric,
             )
             state.best_metric, state.best_metric_epoch = record["best_metric"], record["best_metric_epoch"]
             return
@@ -283,6 +294,9 @@ class BestModelSaver:
             checkpoint = next(iter(checkpoint.values()))
         DiskSaver(str(self.save_dir), atomic=True, require_empty=False)(checkpoint, self.filename)
         logger.info(
-            "saved %s: new best %s %s at epoch %d", self.save_dir / self.filename, state.key_metric_name,
-            state.best_metric, state.best_metric_epoch,
+            "saved %s: new best %s %s at epoch %d",
+            self.save_dir / self.filename,
+            state.key_metric_name,
+            state.best_metric,
+            state.best_metric_epoch,
         )

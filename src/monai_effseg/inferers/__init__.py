@@ -6,7 +6,7 @@ __all__ = ["MirroredPredictor", "SlidingWindowMirrorInferer", "mirror_combinatio
 from monai_effseg.inferers.cascade import CascadeInferer, Stage1Predictiond  # noqa: E402
 
 __all__ += ["CascadeInferer", "Stage1Predictiond"]
-from monai_effseg.inferers.slices import SliceStackInferer  # noqa: E402
 from monai_effseg.inferers.liver_tumour import LiverTumourInferer  # noqa: E402
+from monai_effseg.inferers.slices import SliceStackInferer  # noqa: E402
 
 __all__ += ["SliceStackInferer", "LiverTumourInferer"]

@@ -98,7 +98,13 @@ class CascadeInferer(Inferer):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        window = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode, "mirror_axes": mirror_axes, **kwargs}
+        window = {
+            "sw_batch_size": sw_batch_size,
+            "overlap": overlap,
+            "mode": mode,
+            "mirror_axes": mirror_axes,
+            **kwargs,
+        }
         self.stage1_window = SlidingWindowMirrorInferer(list(stage1_patch), **window)
         self.stage2_window = SlidingWindowMirrorInferer(list(stage2_patch), **window)
         self.stage2_box_mm = list(stage2_box_mm)
@@ -127,7 +133,9 @@ class CascadeInferer(Inferer):
                                  second_min_ratio=self.second_min_ratio)  # fmt: skip
         return torch.from_numpy(label)[None].to(device=probs.device, dtype=torch.float32)
 
-    def stage2_probabilities(self, image: torch.Tensor, prior: torch.Tensor, stage2: nn.Module) -> Optional[torch.Tensor]:
+    def stage2_probabilities(
+        self, image: torch.Tensor, prior: torch.Tensor, stage2: nn.Module
+    ) -> Optional[torch.Tensor]:
         """Stage 2 on the box centred on ``prior`` (stage 1's label); ``None`` when stage 1 found nothing."""
         centre = foreground_centre(prior[0])
         if centre is None:
@@ -135,7 +143,9 @@ class CascadeInferer(Inferer):
         shape = image.shape[1:]
         size = mm_to_voxels(self.stage2_box_mm, spacing_of(image), shape)
         start = box_start(centre, size, shape)
-        box = torch.cat([_plain(crop_box(image, start, size, float(image.min()))), _plain(crop_box(prior, start, size))])
+        box = torch.cat(
+            [_plain(crop_box(image, start, size, float(image.min()))), _plain(crop_box(prior, start, size))]
+        )
         probs = torch.softmax(_plain(self.stage2_window(box[None], stage2)).float(), 1)[0]
         out = _background(probs.shape[0], shape, image)
         _paste(out, probs, start)

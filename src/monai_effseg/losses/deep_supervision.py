@@ -91,8 +91,9 @@ class WeightedDeepSupervisionLoss(DeepSupervisionLoss):
         return total
 
 
-def deep_supervision_loss(loss: _Loss, weights: Sequence[float] | str = "mss", normalize: bool = False,
-                          levels: int | None = None) -> WeightedDeepSupervisionLoss:
+def deep_supervision_loss(
+    loss: _Loss, weights: Sequence[float] | str = "mss", normalize: bool = False, levels: int | None = None
+) -> WeightedDeepSupervisionLoss:
     """Build a :class:`WeightedDeepSupervisionLoss` from explicit weights or a preset name.
 
     ``weights`` may be a sequence or one of "mss" (paper, default), "mss_code" (authors' repository) or "nnunet"

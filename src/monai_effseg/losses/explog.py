@@ -57,7 +57,9 @@ class ExpLogDiceCELoss(_Loss):
     ) -> None:
         super().__init__()
         if len(dice_classes) != len(dice_weights):
-            raise ValueError(f"dice_classes {tuple(dice_classes)} and dice_weights {tuple(dice_weights)} differ in length")
+            raise ValueError(
+                f"dice_classes {tuple(dice_classes)} and dice_weights {tuple(dice_weights)} differ in length"
+            )
         self.dice_classes = list(dice_classes)
         self.gamma = gamma
         self.smooth = smooth
@@ -88,8 +90,9 @@ class ExpLogDiceCELoss(_Loss):
         if target.ndim == input.ndim - 1:
             target = target.unsqueeze(1)
         if target.shape[1] != 1 or target.shape[2:] != input.shape[2:]:
-            raise ValueError(f"target must be a label map (B, 1, ...) matching input {tuple(input.shape)}, "
-                             f"got {tuple(target.shape)}")
+            raise ValueError(
+                f"target must be a label map (B, 1, ...) matching input {tuple(input.shape)}, got {tuple(target.shape)}"
+            )
         if self.ce_weight is not None and len(self.ce_weight) != n_classes:
             raise ValueError(f"ce_weight has {len(self.ce_weight)} entries for {n_classes} output channels")
         labels = target.round().long() if target.is_floating_point() else target.long()

@@ -59,7 +59,10 @@ def _dilate(x: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
 
 
 def soft_surface_dice(
-    probs: torch.Tensor, target: torch.Tensor, tolerance: int | Sequence[int] = 1, smooth: float = 1e-5,
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    tolerance: int | Sequence[int] = 1,
+    smooth: float = 1e-5,
     batch: bool = False,
 ) -> torch.Tensor:
     """Soft surface Dice per channel of ``(B, C, ...)`` probabilities vs one-hot ``target``: ``(C,)`` or ``(B, C)``."""
@@ -106,8 +109,9 @@ class GeneralizedSurfaceDiceLoss(_Loss):
             target = target.unsqueeze(1)
         gdc = 1.0 - self.generalized_dice(input, target)
         probs = torch.softmax(input, dim=1)
-        onehot = one_hot(target.round().long() if target.is_floating_point() else target.long(), input.shape[1],
-                         dtype=input.dtype)
+        onehot = one_hot(
+            target.round().long() if target.is_floating_point() else target.long(), input.shape[1], dtype=input.dtype
+        )
         if not self.include_background:
             probs, onehot = probs[:, 1:], onehot[:, 1:]
         sd = soft_surface_dice(probs, onehot, self.tolerance, self.smooth, self.batch).mean()

@@ -123,10 +123,15 @@ def _check_geometry(pairs: Sequence[tuple[str, Path, Path]]) -> None:
         if pred.shape != gt.shape:
             problems.append(f"{name}: shape {pred.shape} (prediction) vs {gt.shape} (reference)")
         elif not np.allclose(pred.affine, gt.affine, rtol=1e-5, atol=1e-3):
-            problems.append(f"{name}: affine differs (prediction {pred.affine.tolist()} vs reference {gt.affine.tolist()})")
+            problems.append(
+                f"{name}: affine differs (prediction {pred.affine.tolist()} vs reference {gt.affine.tolist()})"
+            )
     if problems:
-        raise ValueError("prediction and reference geometries differ for {} case(s):\n  {}".format(
-            len(problems), "\n  ".join(problems)))
+        raise ValueError(
+            "prediction and reference geometries differ for {} case(s):\n  {}".format(
+                len(problems), "\n  ".join(problems)
+            )
+        )
 
 
 PROTOCOL_LABELS = {"kits19": (0, 1, 2), "kits21": (0, 1, 2, 3), "lits": (0, 1, 2)}
@@ -225,8 +230,10 @@ def _box_plots(rows: list[dict[str, float]], protocol: str, out_dir: Path) -> li
         for ax, metrics in zip(axes[0], panels):
             data = [np.array([r[f"{region}_{m}"] for r in rows], dtype=float) for m in metrics]
             ax.boxplot([d[~np.isnan(d)] for d in data], showmeans=True)
-            ax.set_xticks(range(1, len(metrics) + 1), [f"{display_name('_' + m)[1:]} (n={int((~np.isnan(d)).sum())})"
-                                                       for m, d in zip(metrics, data)])
+            ax.set_xticks(
+                range(1, len(metrics) + 1),
+                [f"{display_name('_' + m)[1:]} (n={int((~np.isnan(d)).sum())})" for m, d in zip(metrics, data)],
+            )
             ax.set_ylabel("mm" if metrics[0] == "assd" else "score")
             ax.grid(axis="y", alpha=0.3)
         fig.suptitle(f"{protocol}: {region} ({len(rows)} cases)")
@@ -255,8 +262,9 @@ def _evaluate_pairs(
         "protocol": protocol,
         "n_cases": len(rows),
         **info,
-        "metrics": {k: _stats(np.array([r[k] for r in rows], dtype=float)) for k in columns
-                    if not _COUNT_COLUMN.search(k)},
+        "metrics": {
+            k: _stats(np.array([r[k] for r in rows], dtype=float)) for k in columns if not _COUNT_COLUMN.search(k)
+        },
     }
     if protocol == "lits":
         summary.update(_lits_pooled(rows))
@@ -352,15 +360,18 @@ def evaluate_datalist(
     missing = [item["case_id"] for item in datalist if _case_key(str(item["case_id"])) not in preds]
     if missing:
         raise ValueError(f"no prediction in {pred_dir} for {len(missing)} datalist case(s): {missing}")
-    pairs = [(str(item["case_id"]), preds[_case_key(str(item["case_id"]))][1], Path(item["label"]))
-             for item in datalist]
+    pairs = [
+        (str(item["case_id"]), preds[_case_key(str(item["case_id"]))][1], Path(item["label"])) for item in datalist
+    ]
     summary, rows = _evaluate_pairs(pairs, protocol, out_dir, {"pred_dir": str(pred_dir), "datalist_cases": len(pairs)})
     if overlays and out_dir is not None and all("image" in item for item in datalist):
         from monai_effseg.visualize import LABEL_NAMES, save_best_and_worst
 
         key = HEADLINE_SCORE[protocol]
-        cases = [{"case_id": name, "image": item["image"], "label": str(gt), "pred": str(pred), key: row[key]}
-                 for (name, pred, gt), item, row in zip(pairs, datalist, rows)]
+        cases = [
+            {"case_id": name, "image": item["image"], "label": str(gt), "pred": str(pred), key: row[key]}
+            for (name, pred, gt), item, row in zip(pairs, datalist, rows)
+        ]
         written = save_best_and_worst(cases, key, out_dir, label_names=LABEL_NAMES.get(protocol))
         summary.setdefault("files", {})["overlays"] = [str(p) for p in written]
         (Path(out_dir) / "metrics_summary.json").write_text(json.dumps(summary, indent=2))
@@ -373,8 +384,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("gt_dir", type=Path, help="folder of reference label maps (flat files or KiTS case folders)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="kits21", help="evaluation protocol")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: PRED_DIR/evaluation)")
-    parser.add_argument("--only-predicted", action="store_true",
-                        help="skip reference cases that have no prediction instead of failing")
+    parser.add_argument(
+        "--only-predicted", action="store_true", help="skip reference cases that have no prediction instead of failing"
+    )
     return parser
 
 
@@ -386,11 +398,15 @@ def display_name(key: str) -> str:
 
 def format_summary(summary: dict[str, Any], out_dir: str | Path | None = None) -> str:
     """The main means of a summary, one metric a line (what ``effseg evaluate`` and the demos print)."""
-    lines = [f"{summary['n_cases']} cases, protocol {summary['protocol']}" + (f"; results in {out_dir}" if out_dir else "")]
+    lines = [
+        f"{summary['n_cases']} cases, protocol {summary['protocol']}" + (f"; results in {out_dir}" if out_dir else "")
+    ]
     for key, stats in summary["metrics"].items():
         if stats["mean"] is not None:
-            lines.append(f"  {display_name(key):32s} mean {stats['mean']:.4f}  median {stats['median']:.4f}  (n={stats['n']}, "
-                         f"NaN={stats['n_nan']})")
+            lines.append(
+                f"  {display_name(key):32s} mean {stats['mean']:.4f}  median {stats['median']:.4f}  (n={stats['n']}, "
+                f"NaN={stats['n_nan']})"
+            )
     for key in ("dice_global", "lesion_detection", "tumor_size_groups"):
         if key in summary:
             lines.append(f"  {key}: {json.dumps(summary[key])}")

@@ -33,14 +33,7 @@ from scipy.spatial import cKDTree
 from monai_effseg.boxes import crop_padded, union_bbox
 from monai_effseg.utils import as_label_array
 
-__all__ = [
-    "as_label_array",
-    "crop_to_union",
-    "dice",
-    "surface_dice",
-    "surface_distances",
-    "distance_summary",
-]
+__all__ = ["as_label_array", "crop_to_union", "dice", "surface_dice", "surface_distances", "distance_summary"]
 
 
 @contextmanager

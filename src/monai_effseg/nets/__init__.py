@@ -1,16 +1,16 @@
 """The networks of the zoo, importable into any MONAI workflow."""
 
-from monai_effseg.nets.registry import NETS, build_net, register_net
 from monai_effseg.nets.base import EncoderDecoderNet
 from monai_effseg.nets.plain_unet import PlainUNet
+from monai_effseg.nets.registry import NETS, build_net, register_net
 
 __all__ = ["NETS", "build_net", "register_net", "EncoderDecoderNet", "PlainUNet"]
 from monai_effseg.nets.efficient_unet import EfficientUNet, FullyEffGenericUNet  # noqa: E402  (registers Martinho's Table 1)
 
 __all__ += ["EfficientUNet", "FullyEffGenericUNet"]
-from monai_effseg.nets.residual_unet import ResidualUNet  # noqa: E402  (registers "residual_unet_kits19")
 from monai_effseg.nets.cascade import UNetCascade  # noqa: E402  (registers "unet_cascade_kits19")
 from monai_effseg.nets.mss_unet import MSSUNet  # noqa: E402  (registers "mss_unet")
+from monai_effseg.nets.residual_unet import ResidualUNet  # noqa: E402  (registers "residual_unet_kits19")
 
 __all__ += ["ResidualUNet", "UNetCascade", "MSSUNet"]
 from monai_effseg.nets.lite_unet import LiteUNet, LiverTumourUNet, combine_liver_mask  # noqa: E402  (registers Tustumi's presets)

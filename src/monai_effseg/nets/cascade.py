@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, List, Union
 
 import torch
@@ -83,7 +83,7 @@ def load_stage_weights(network: UNetCascade, checkpoint: Union[str, "os.PathLike
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state)  # a training checkpoint or a bare state dict
     prefix = f"stage{stage}."
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise KeyError(f"{path} holds no {prefix}* weights (is it a UNetCascade checkpoint?)")
     getattr(network, f"stage{stage}").load_state_dict(weights)

@@ -18,11 +18,7 @@ __all__ = ["Lookahead", "SWAHandler", "radam_lookahead"]
 
 
 def radam_lookahead(
-    params: Iterable[torch.nn.Parameter],
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    k: int = 5,
-    alpha: float = 0.5,
+    params: Iterable[torch.nn.Parameter], lr: float = 1e-3, weight_decay: float = 0.0, k: int = 5, alpha: float = 0.5
 ) -> Lookahead:
     """``Lookahead(torch.optim.RAdam(params, lr, weight_decay=...), k, alpha)`` (k = 5, alpha = 0.5 as in the
     Lookahead paper; the thesis gives no values)."""

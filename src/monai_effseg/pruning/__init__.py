@@ -11,16 +11,16 @@ image segmentation via filter pruning", Neurocomputing 594:127817, 2024).
   :func:`sauron_kits_augmentation` and :data:`SAURON_KITS_RECIPE`: its data recipe.
 """
 
-from monai_effseg.pruning.graph import ChannelGraph, PrunableLayer, Segment
+from monai_effseg.nets.sauron_unet import SAURON_FEATURES, SauronUNet, he_normal_init, sauron_nnunet
+from monai_effseg.pruning.compression import conv_flops, plot_compression
 from monai_effseg.pruning.distances import delta_opt, delta_prune
-from monai_effseg.pruning.surgery import WIDTHS_KEY, prune_channels, resize_channels, track_optimizer
-from monai_effseg.pruning.widths import make_prunable, stored_widths, widths_from_state_dict
+from monai_effseg.pruning.graph import ChannelGraph, PrunableLayer, Segment
+from monai_effseg.pruning.handler import SauronPruner, SauronStatsHandler, select_channels
+from monai_effseg.pruning.recipe import SAURON_KITS_EXCLUDED, SAURON_KITS_RECIPE, sauron_kits_augmentation
 from monai_effseg.pruning.regularizer import SauronLoss, SauronRegularizer
 from monai_effseg.pruning.schedule import ThresholdSchedule
-from monai_effseg.pruning.compression import conv_flops, plot_compression
-from monai_effseg.pruning.handler import SauronPruner, SauronStatsHandler, select_channels
-from monai_effseg.nets.sauron_unet import SAURON_FEATURES, SauronUNet, he_normal_init, sauron_nnunet
-from monai_effseg.pruning.recipe import SAURON_KITS_EXCLUDED, SAURON_KITS_RECIPE, sauron_kits_augmentation
+from monai_effseg.pruning.surgery import WIDTHS_KEY, prune_channels, resize_channels, track_optimizer
+from monai_effseg.pruning.widths import make_prunable, stored_widths, widths_from_state_dict
 
 __all__ = [
     "WIDTHS_KEY",

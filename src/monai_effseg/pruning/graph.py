@@ -84,7 +84,9 @@ def _is_producer(module: nn.Module) -> bool:
 
 
 def _has_channel_state(module: nn.Module) -> bool:
-    return any(t is not None and t.dim() == 1 for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)))
+    return any(
+        t is not None and t.dim() == 1 for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))
+    )
 
 
 class ChannelGraph:
@@ -198,7 +200,9 @@ class _Propagation:
             if _is_producer(module):
                 self.candidates.append(PrunableLayer(name, isinstance(module, _TRANSPOSED)))
                 return (Segment(name, layer_module_width(module)),)
-            return (Segment(None, layer_module_width(module) if isinstance(module, ConvNormAct) else conv.out_channels),)
+            return (
+                Segment(None, layer_module_width(module) if isinstance(module, ConvNormAct) else conv.out_channels),
+            )
         if isinstance(module, _CHANNELWISE_MODULES):
             if _has_channel_state(module) and any(s.source is not None for s in layout):
                 if any(s.width < 0 for s in layout):  # cannot locate the producer's channels

@@ -225,7 +225,11 @@ class SauronPruner:
         logger.info(
             f"Sauron epoch {entry['epoch']}: removed {removed} channels in {len(keep)} layers, tau raised in "
             f"{len(raised)}; {entry['params']:,} params ({100 * entry['params'] / base['params']:.1f}%)"
-            + (f", {entry['flops'] / 1e9:.2f} GFLOPs ({100 * entry['flops'] / base['flops']:.1f}%)" if entry["flops"] else "")
+            + (
+                f", {entry['flops'] / 1e9:.2f} GFLOPs ({100 * entry['flops'] / base['flops']:.1f}%)"
+                if entry["flops"]
+                else ""
+            )
         )
 
     # helpers
@@ -313,7 +317,9 @@ class SauronStatsHandler:
         history_file: JSON list of the per-epoch entries.
     """
 
-    def __init__(self, pruner: SauronPruner, log_dir: str, plot_file: Optional[str] = None, history_file: Optional[str] = None) -> None:
+    def __init__(
+        self, pruner: SauronPruner, log_dir: str, plot_file: Optional[str] = None, history_file: Optional[str] = None
+    ) -> None:
         self.pruner = pruner
         self.log_dir = log_dir
         self.plot_file = plot_file
@@ -340,7 +346,9 @@ class SauronStatsHandler:
             self._writer.add_scalar(f"sauron/tau/{name}", tau, step)
         self._writer.flush()
         if self.history_file:
-            write_history([{**h, "layers": names} if i == 0 else h for i, h in enumerate(self.pruner.history)], self.history_file)
+            write_history(
+                [{**h, "layers": names} if i == 0 else h for i, h in enumerate(self.pruner.history)], self.history_file
+            )
         if self.plot_file:
             plot_compression(self.pruner.history, self.plot_file)
 

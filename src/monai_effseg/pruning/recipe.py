@@ -66,7 +66,7 @@ def sauron_kits_augmentation(
             displacement about 2/4.6 voxels) stands in for TorchIO's B-spline deformation (7 control points,
             at most 7.5 mm = 4.6 voxels in-plane at 1.62 mm).
     """
-    image, label = keys[0], keys[1]
+    image = keys[0]
     dims = len(patch_size)
     low, high = 1.0 / scale_range[1] - 1.0, 1.0 / scale_range[0] - 1.0
     gamma = (math.exp(log_gamma_range[0]), math.exp(log_gamma_range[1]))

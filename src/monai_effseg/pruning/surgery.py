@@ -87,10 +87,7 @@ def prune_channels(
 
 
 def resize_channels(
-    network: nn.Module,
-    graph: ChannelGraph,
-    widths: Mapping[str, int],
-    optimizers: Iterable[torch.optim.Optimizer] = (),
+    network: nn.Module, graph: ChannelGraph, widths: Mapping[str, int], optimizers: Iterable[torch.optim.Optimizer] = ()
 ) -> dict[str, int]:
     """Give each named layer ``widths[layer]`` channels: the first ones are kept, new ones are zero.
 
@@ -157,7 +154,9 @@ def _slice_norm(norm: nn.Module, sel: _Selection, swap: Callable) -> None:
         norm.num_features = sel.size
 
 
-def _layout_selection(layout: Sequence[Segment], selections: dict[str, _Selection], widths: dict[str, int]) -> _Selection:
+def _layout_selection(
+    layout: Sequence[Segment], selections: dict[str, _Selection], widths: dict[str, int]
+) -> _Selection:
     """The selection over a concatenated input: every segment's own selection, shifted by its offset."""
     old, new = [], []
     old_offset = new_offset = 0

@@ -36,7 +36,9 @@ def make_prunable(network: nn.Module, graph: Optional[ChannelGraph] = None) -> n
     return network
 
 
-def widths_from_state_dict(graph: ChannelGraph, state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, int]:
+def widths_from_state_dict(
+    graph: ChannelGraph, state_dict: Mapping[str, torch.Tensor], prefix: str = ""
+) -> dict[str, int]:
     """Per-layer widths read from the weight shapes of ``state_dict`` (layers whose weight is absent are left out)."""
     widths = {}
     for name, layer in graph.layers.items():
@@ -46,7 +48,9 @@ def widths_from_state_dict(graph: ChannelGraph, state_dict: Mapping[str, torch.T
     return widths
 
 
-def stored_widths(checkpoint: Union[str, os.PathLike, Mapping[str, torch.Tensor]], key: str = "") -> Optional[list[int]]:
+def stored_widths(
+    checkpoint: Union[str, os.PathLike, Mapping[str, torch.Tensor]], key: str = ""
+) -> Optional[list[int]]:
     """The ``sauron_widths`` of a checkpoint file or state dict (``key``: the model's entry in a nested checkpoint)."""
     if not isinstance(checkpoint, Mapping):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -31,12 +31,7 @@ __all__ = [
     "fixed_ct_normalize",
     "nnunet_augmentation",
 ]
-from monai_effseg.transforms.cascade import (  # noqa: E402
-    FixedBoxCropd,
-    RandFixedBoxCropd,
-    residual_unet_augmentation,
-    stage2_box_mm,
-)
+from monai_effseg.transforms.cascade import FixedBoxCropd, RandFixedBoxCropd, residual_unet_augmentation, stage2_box_mm  # noqa: E402
 
 __all__ += ["FixedBoxCropd", "RandFixedBoxCropd", "residual_unet_augmentation", "stage2_box_mm"]
 from monai_effseg.transforms.lits import (  # noqa: E402
@@ -49,8 +44,15 @@ from monai_effseg.transforms.lits import (  # noqa: E402
     lits_validation_transforms,
 )
 
-__all__ += ["CombineLiverMaskd", "SlabToChannelsd", "StageLabeld", "lits_augmentation", "lits_preprocessing",
-            "lits_train_transforms", "lits_validation_transforms"]
+__all__ += [
+    "CombineLiverMaskd",
+    "SlabToChannelsd",
+    "StageLabeld",
+    "lits_augmentation",
+    "lits_preprocessing",
+    "lits_train_transforms",
+    "lits_validation_transforms",
+]
 from monai_effseg.transforms.spatial import SafeSpacingd  # noqa: E402
 
 __all__ += ["SafeSpacingd"]

@@ -61,7 +61,9 @@ def spacing_of(img: NdarrayOrTensor) -> tuple[float, ...]:
 
 def mm_to_voxels(size_mm: Sequence[Optional[float]], spacing: Sequence[float], shape: Sequence[int]) -> list[int]:
     """Box size in voxels; ``None`` or a value <= 0 means the whole axis."""
-    return [n if (mm is None or mm <= 0) else int(math.ceil(mm / sp - 1e-6)) for mm, sp, n in zip(size_mm, spacing, shape)]
+    return [
+        n if (mm is None or mm <= 0) else int(math.ceil(mm / sp - 1e-6)) for mm, sp, n in zip(size_mm, spacing, shape)
+    ]
 
 
 def foreground_centre(mask: NdarrayOrTensor) -> Optional[list[float]]:
@@ -211,8 +213,9 @@ def residual_unet_augmentation(
     pos, neg = foreground_fraction, 1.0 - foreground_fraction
     xforms: list[mt.Transform] = [
         mt.SpatialPadd(keys, spatial_size=crop),
-        mt.RandCropByPosNegLabeld(keys, label_key=label_key, spatial_size=crop, pos=pos, neg=neg, num_samples=1,
-                                  allow_smaller=True),  # fmt: skip
+        mt.RandCropByPosNegLabeld(
+            keys, label_key=label_key, spatial_size=crop, pos=pos, neg=neg, num_samples=1, allow_smaller=True
+        ),  # fmt: skip
         mt.RandAffined(
             keys,
             spatial_size=list(patch_size),

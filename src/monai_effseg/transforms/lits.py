@@ -194,7 +194,7 @@ def lits_augmentation(
     of that standard deviation (MONAI has no uniform voxel noise). Flipping is listed in the text but not in
     Table 3.1, and "the model benefits from positional and structural information": ``flip_prob=0`` by default.
     """
-    image, label = keys[0], keys[1]
+    image = keys[0]
     px = translate_pixels * image_size / 256.0
     xforms: list[mt.Transform] = [
         mt.RandAffined(

@@ -19,7 +19,6 @@ from scipy import ndimage
 from monai_effseg.boxes import union_bbox
 from monai_effseg.utils import as_label_array, as_numpy
 
-
 __all__ = [
     "keep_kidney_pair",
     "KeepKidneyPair",
