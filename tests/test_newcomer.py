@@ -174,6 +174,16 @@ def test_each_validation_is_not_reported_as_a_resume(tmp_path, caplog):
     assert not any("resuming from iteration 0" in r.getMessage() for r in caplog.records)
 
 
+def test_an_inference_run_is_not_reported_as_a_resume(caplog):
+    from monai_effseg.handlers import InferenceSummary
+
+    evaluator, _, _ = _engine_with_predefined_state(max_epochs=1)
+    InferenceSummary(datalist=[], output_dir=".", skip_bad_inputs=True).attach(evaluator)
+    with caplog.at_level(logging.INFO):
+        evaluator.run(range(2))
+    assert not any("resuming from iteration 0" in r.getMessage() for r in caplog.records)
+
+
 def test_resuming_a_finished_run_says_that_nothing_is_left(tmp_path, caplog):
     from monai_effseg.handlers import ResumeFromLatest, TrainingCheckpointSaver
 

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from ignite.engine import Engine, Events
 
 from monai_effseg.data.validation import DataValidationError
+from monai_effseg.handlers.resume import _drop_evaluator_resume
 
 __all__ = ["InferenceSummary", "SkippedInputsError"]
 
@@ -59,6 +60,7 @@ class InferenceSummary:
         self.processed = 0
 
     def attach(self, engine: Engine) -> None:
+        engine.logger.addFilter(_drop_evaluator_resume)  # an inference run always starts at iteration 0
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self.report)
