@@ -251,7 +251,7 @@ def demo_result(run: dict, stages: CappedStages, work: Path) -> dict:
 def count_stages(bundle: str) -> int:
     """Training stages in the demo's run list: the trainer itself plus every stage it starts."""
     run = json.loads((REPO / "bundles" / bundle / "configs" / "demo.json").read_text()).get("run", [])
-    pattern = re.compile(r"trainer\.run\(|train_stage\(|train_cascade_stage\(")
+    pattern = re.compile(r"trainer\.run\(|train_stage\(")
     n = sum(1 for item in run if isinstance(item, str) and pattern.search(item))
     return max(1, n)
 

@@ -1,8 +1,8 @@
 """Running a demo's run list (``demo.json``'s ``run``) with every training stage under a time cap.
 
 A demo's run list trains (``$@train#trainer.run()``), may start further training stages itself
-(``monai_effseg.training.train_stage``, ``monai_effseg.nets.cascade.train_cascade_stage``: each a training workflow
-of its own) and ends with the hold-out evaluation. :func:`run_demo_list` evaluates the items one by one, as
+(``monai_effseg.training.train_stage``, the one launcher of a later stage of every staged bundle: each a training
+workflow of its own) and ends with the hold-out evaluation. :func:`run_demo_list` evaluates the items one by one, as
 ``ConfigWorkflow.run`` does, but builds each stage helper's workflow here (``configs`` with ``stage`` set, its keyword
 arguments as literals, trainer only: what the helpers do), so that every stage's trainer and evaluator get the
 ``training_clock.CappedStages`` handlers; nothing of ignite or of the package is swapped out.
@@ -64,7 +64,7 @@ def train_workflow_stage(workflow: Any, item_id: str, stages: CappedStages) -> N
 
 
 def train_helper_stage(call: inspect.BoundArguments, stages: CappedStages, train_overrides: dict) -> None:
-    """A stage helper call of the run list (``train_stage``, ``train_cascade_stage``: ``configs`` with ``stage``
+    """A stage helper call of the run list (``monai_effseg.training.train_stage``: ``configs`` with ``stage``
     set, its keyword arguments as literals, trainer only), built here so that its trainer is capped too; the demo's
     training overrides apply to it as they do to stage 1."""
     from monai_effseg.training import TRAIN_ONLY

@@ -75,9 +75,10 @@ def test_demo_stage_calls_are_read_with_their_arguments(bundle, separator):
     calls = [list_call(Parser(values), item) for item in run]
     assert calls[0] is None and is_own_trainer(run[0])
     fn, stage = calls[1]
+    assert (fn.__module__, fn.__name__) == ("monai_effseg.training", "train_stage")  # one launcher for both
     assert {"bundle_root", "configs", "stage"} <= set(stage.signature.parameters)
     assert stage.arguments["bundle_root"] == "ROOT" and list(stage.arguments["configs"]) == ["train.json", "demo.json"]
-    assert stage.arguments["stage"] == (2 if bundle == "kits_unet_cascade" else "tumour")
+    assert stage.arguments["stage"] == 2  # one vocabulary: stage numbers
     assert stage.arguments["overrides"]["ckpt_dir"] == "CKPT"
     fn, holdout = calls[2]
     assert fn.__name__ == "evaluate_holdout" and holdout.arguments["output_dir"] == "OUT/holdout"

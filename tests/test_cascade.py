@@ -13,8 +13,8 @@ from monai.data import MetaTensor
 from torch import nn
 
 from monai_effseg.inferers import CascadeInferer, Stage1Predictiond
-from monai_effseg.nets import ResidualUNet, UNetCascade
-from monai_effseg.nets.cascade import load_stage_weights, prepare_cascade_stage
+from monai_effseg.nets import LiteUNet, LiverTumourUNet, ResidualUNet, UNetCascade, load_stage_weights, prepare_stage
+from monai_effseg.training import stage_dir
 from monai_effseg.transforms import FixedBoxCropd, RandFixedBoxCropd, stage2_box_mm
 from monai_effseg.transforms.cascade import KITS19_SHIPPED_FOREGROUND_BOX_MM, box_start, crop_box, mm_to_voxels
 
@@ -151,12 +151,44 @@ def test_one_checkpoint_holds_both_stages(tmp_path):
         torch.testing.assert_close(scripted(x2), net.stage2(x2))
     torch.save(net.state_dict(), tmp_path / "model.pt")
     fresh = small_cascade()
-    prepare_cascade_stage(fresh, 2, tmp_path / "model.pt")
+    prepare_stage(fresh, 2, tmp_path / "model.pt")
     torch.testing.assert_close(fresh.stage1.state_dict(), net.stage1.state_dict())
     assert not any(p.requires_grad for p in fresh.stage1.parameters())
     assert all(p.requires_grad for p in fresh.stage2.parameters()) and fresh.stage == 2
     with pytest.raises(FileNotFoundError, match="Train stage 1 first"):
         load_stage_weights(fresh, tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="Train stage 1 first"):
+        prepare_stage(small_cascade(), 2, tmp_path / "missing.pt")  # stage 2 trains on stage 1's predictions
+
+
+def test_one_staged_protocol_for_both_two_stage_models(tmp_path, caplog):
+    """The cascade and the liver-then-tumour nets: stages numbered 1..2, each paper's names as ``stage_names`` (the
+    attributes and the folders of later stages), one loader and one set-up."""
+    lits = LiverTumourUNet(
+        LiteUNet("mobilenetv2-2d-top", out_channels=2), LiteUNet("mobilenetv2-2d-top", out_channels=2)
+    )
+    cascade = small_cascade()
+    for net, names in ((cascade, ("stage1", "stage2")), (lits, ("liver", "tumour"))):
+        assert net.stage_names == names and net.stage == 1
+        assert net.stage_network(1) is getattr(net, names[0]) and net.stage_network(2) is getattr(net, names[1])
+        assert net.active() is net.stage_network(1)
+        assert stage_dir("ckpt", 1, names) == "ckpt" and stage_dir("ckpt", 2, names) == f"ckpt/{names[1]}"
+        with pytest.raises(ValueError, match="stage number"):
+            net.stage_network("tumour")
+    torch.save(lits.state_dict(), tmp_path / "lits.pt")
+    fresh = LiverTumourUNet(
+        LiteUNet("mobilenetv2-2d-top", out_channels=2), LiteUNet("mobilenetv2-2d-top", out_channels=2)
+    )
+    tumour_before = {k: v.clone() for k, v in fresh.tumour.state_dict().items()}
+    prepare_stage(fresh, 2, tmp_path / "lits.pt")
+    assert fresh.active() is fresh.tumour and fresh.stage == 2
+    torch.testing.assert_close(fresh.liver.state_dict(), lits.liver.state_dict())  # stage 1 loaded
+    torch.testing.assert_close(fresh.tumour.state_dict(), tumour_before)  # the trained stage starts fresh
+    assert not any(p.requires_grad for p in fresh.liver.parameters())
+    assert all(p.requires_grad for p in fresh.tumour.parameters())
+    # the tumour stage trains on the ground-truth liver: without a liver checkpoint it only warns
+    prepare_stage(lits, 2, tmp_path / "missing.pt")
+    assert "starts untrained" in caplog.text
 
 
 def _train(data_dir: Path, work: Path, stage: int, max_epochs: int) -> None:

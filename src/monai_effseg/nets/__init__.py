@@ -19,3 +19,6 @@ __all__ += ["LiteUNet", "LiverTumourUNet", "combine_liver_mask"]
 from monai_effseg.nets.sauron_unet import SauronUNet  # noqa: E402  (registers "sauron_nnunet")
 
 __all__ += ["SauronUNet"]
+from monai_effseg.nets.staged import StagedNetwork, load_stage_weights, prepare_stage  # noqa: E402
+
+__all__ += ["StagedNetwork", "load_stage_weights", "prepare_stage"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, List, Optional
 
 import torch
@@ -38,6 +37,7 @@ from monai_effseg.blocks.layers import LayerSpec
 from monai_effseg.blocks.mobilenet import LITE_NORM
 from monai_effseg.encoders.lite import PRESETS, SLABS, lite_encoder, preset_family
 from monai_effseg.nets.registry import register_net
+from monai_effseg.nets.staged import StagedNetwork, stage_index
 
 __all__ = ["COMBINE_MODES", "LiteUNet", "LiverTumourUNet", "combine_liver_mask", "crop_depth"]
 
@@ -169,9 +169,11 @@ class LiteUNet(nn.Module):
         return self.output(torch.cat([y, image], dim=1))
 
 
-class LiverTumourUNet(nn.Module):
-    """Tustumi's two stages in one module (one checkpoint holds both): ``liver`` segments the liver from the
-    CT, ``tumour`` segments tumours from the CT combined with the liver mask (:func:`combine_liver_mask`).
+class LiverTumourUNet(StagedNetwork, nn.Module):
+    """Tustumi's two stages in one module (one checkpoint holds both), a
+    :class:`monai_effseg.nets.staged.StagedNetwork`: stage 1, ``liver``, segments the liver from the CT; stage 2,
+    ``tumour``, segments tumours from the CT combined with the liver mask (:func:`combine_liver_mask`). ``stage``
+    (1 or 2) is the stage being trained (:func:`monai_effseg.nets.staged.prepare_stage`); ``forward`` runs both.
 
     ``forward(x)`` runs both stages on one slab: the stage-1 liver mask (probability > ``threshold``) of the slab's
     output slices, extended to the input slices by repeating the outermost ones (the most a single slab knows), is combined
@@ -185,11 +187,16 @@ class LiverTumourUNet(nn.Module):
         liver, tumour: two-class networks (background, foreground), e.g. :class:`LiteUNet`.
         combine: ``"mask"`` or ``"add"``.
         threshold: liver probability above which a voxel is liver.
+        stage: the stage being trained.
     """
 
-    inference_stages = ("liver", "tumour")  # called on their own by LiverTumourInferer (optimize_for_inference)
+    stage_names = ("liver", "tumour")
+    requires_previous_stages = False  # the tumour stage trains on the ground-truth liver
+    inference_stages = stage_names  # called on their own by LiverTumourInferer (optimize_for_inference)
 
-    def __init__(self, liver: nn.Module, tumour: nn.Module, combine: str = "mask", threshold: float = 0.5) -> None:
+    def __init__(
+        self, liver: nn.Module, tumour: nn.Module, combine: str = "mask", threshold: float = 0.5, stage: int = 1
+    ) -> None:
         super().__init__()
         if combine not in COMBINE_MODES:
             raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
@@ -197,26 +204,7 @@ class LiverTumourUNet(nn.Module):
         self.tumour = tumour
         self.combine = combine
         self.threshold = threshold
-
-    @torch.jit.unused
-    def load_pretrained(self, path: Optional[str]) -> LiverTumourUNet:
-        """Load a checkpoint of both stages (``models/model.pt``) if ``path`` is given and exists, and return self.
-        Stage 2's training starts from stage 1's checkpoint this way, so its best checkpoint holds both stages."""
-        if path is None:
-            return self
-        if not Path(path).is_file():
-            logger.warning("%s does not exist: the liver stage starts untrained (train stage 'liver' first)", path)
-            return self
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        logger.info("loaded both stages from %s", path)
-        return self
-
-    def stage(self, name: str) -> nn.Module:
-        """The network of stage ``"liver"`` (1) or ``"tumour"`` (2)."""
-        stages = {"liver": self.liver, "1": self.liver, "tumour": self.tumour, "tumor": self.tumour, "2": self.tumour}
-        if str(name) not in stages:
-            raise ValueError(f"stage must be 'liver' or 'tumour', got {name!r}")
-        return stages[str(name)]
+        self.stage = stage_index(stage, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p_liver = torch.softmax(self.liver(x), dim=1)[:, 1:2]

@@ -1,5 +1,6 @@
-"""Training helpers: chaining the stages of a multi-stage bundle from its own run list (Tustumi's LiTS U-Nets: liver,
-then tumour), and the mixed-precision policy (:mod:`monai_effseg.training.amp`)."""
+"""Training helpers: the one launcher of a later stage of a staged bundle (:class:`monai_effseg.nets.StagedNetwork`:
+Hao's cascade, Tustumi's liver-then-tumour nets) from its own run list, the folders of each stage, and the
+mixed-precision policy (:mod:`monai_effseg.training.amp`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from monai_effseg.nets.staged import stage_dir, stage_index
 from monai_effseg.training.amp import (
     AmpSupervisedTrainer,
     AutocastPredictor,
@@ -19,7 +21,7 @@ from monai_effseg.training.amp import (
     to_float,
 )
 
-__all__ = ["TRAIN_ONLY", "train_stage", "lr_step_transform", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype",
+__all__ = ["TRAIN_ONLY", "train_stage", "stage_dir", "lr_step_transform", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype",
            "amp_kwargs", "autocast", "grad_scaler", "to_float"]  # fmt: skip
 
 TRAIN_ONLY = ["$@train#trainer.run()"]
@@ -27,11 +29,14 @@ TRAIN_ONLY = ["$@train#trainer.run()"]
 evaluate it where it appears."""
 
 
-def train_stage(bundle_root: str | Path, configs: Sequence[str], stage: str, **overrides: Any):
-    """Run ``configs`` (names under ``<bundle_root>/configs``) with ``stage`` set and only the trainer, e.g. from the
-    demo's run list after stage 1: ``train_stage(@bundle_root, ['train.json', 'demo.json'], 'tumour', ...)``."""
+def train_stage(bundle_root: str | Path, configs: Sequence[str], stage: int, **overrides: Any):
+    """Train stage ``stage`` (a number, 1..N) of a staged bundle: run ``configs`` (names under
+    ``<bundle_root>/configs``) with ``stage`` set and only the trainer, e.g. from the demo's run list after stage 1:
+    ``train_stage(@bundle_root, ['train.json', 'demo.json'], 2, ...)``; ``overrides`` are bundle ids
+    (``dataset_dir``, ``ckpt_dir``...)."""
     from monai_effseg.workflows import run_bundle
 
+    stage = stage_index(stage)
     # ``overrides`` were resolved by the calling config's parser: pass them as values, never re-parse them as config
     return run_bundle(bundle_root, list(configs), "train", literals={**overrides, "stage": stage}, run=TRAIN_ONLY)
 

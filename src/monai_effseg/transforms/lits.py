@@ -24,6 +24,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from monai_effseg.encoders.lite import SLABS
+from monai_effseg.nets.staged import stage_index
 from monai_effseg.transforms.ct import RAS_LABELS, fixed_ct_normalize
 
 __all__ = [
@@ -71,22 +72,19 @@ def lits_preprocessing(
     return mt.Compose(xforms)
 
 
-def stage_label(label: torch.Tensor, stage: str) -> torch.Tensor:
-    """The binary target of a stage: liver = label >= 1 (liver and tumour), tumour = label == 2."""
-    if stage in ("liver", "1"):
+def stage_label(label: torch.Tensor, stage: int) -> torch.Tensor:
+    """The binary target of a stage: stage 1 (liver) = label >= 1 (liver and tumour), stage 2 (tumour) = label == 2."""
+    if stage_index(stage, 2) == 1:
         return (label >= 1).to(label.dtype)
-    if stage in ("tumour", "tumor", "2"):
-        return (label == 2).to(label.dtype)
-    raise ValueError(f"stage must be 'liver' or 'tumour', got {stage!r}")
+    return (label == 2).to(label.dtype)
 
 
 class StageLabeld(MapTransform):
     """Replace a 3-class LiTS label map (0 background, 1 liver, 2 tumour) by the binary target of ``stage``."""
 
-    def __init__(self, keys: KeysCollection, stage: str, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, stage: int, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        stage_label(torch.zeros(1), str(stage))  # validates the name
-        self.stage = str(stage)
+        self.stage = stage_index(stage, 2)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -223,7 +221,7 @@ def lits_augmentation(
 
 
 def lits_train_transforms(
-    stage: str,
+    stage: int,
     spatial_dims: int,
     image_size: int = 256,
     in_slices: int | None = None,
@@ -239,7 +237,7 @@ def lits_train_transforms(
     layout] -> the stage's binary label.
 
     Args:
-        stage: ``"liver"`` or ``"tumour"``.
+        stage: 1 (liver) or 2 (tumour).
         spatial_dims: 2 (2.5D: 9 slices in, 1 out) or 3 (8 in, 4 out).
         ratios: centre-slice class ratios (background, liver, tumour); default (1, 1, 1) for the liver stage (any
             slice, liver and tumour slices equally often) and (0, 1, 2) for the tumour stage (liver slices only,
@@ -248,8 +246,7 @@ def lits_train_transforms(
     """
     in_slices = in_slices or SLABS[spatial_dims].in_slices
     out_slices = out_slices or SLABS[spatial_dims].out_slices
-    stage_label(torch.zeros(1), stage)  # validates the name
-    tumour = stage not in ("liver", "1")
+    tumour = stage_index(stage, 2) == 2
     if ratios is None:
         ratios = (0, 1, 2) if tumour else (1, 1, 1)
     xforms: list[mt.Transform] = [CombineLiverMaskd(keys[0], keys[1], combine)] if tumour else []
@@ -261,10 +258,10 @@ def lits_train_transforms(
     return xforms
 
 
-def lits_validation_transforms(stage: str, combine: str = "mask", keys: Sequence[str] = ("image", "label")) -> list:
-    """Whole-volume validation of one stage (after :func:`lits_preprocessing`): the tumour stage sees the image
-    combined with the ground-truth liver, as in training; the label becomes the stage's binary target."""
-    stage_label(torch.zeros(1), stage)  # validates the name
-    tumour = stage not in ("liver", "1")
+def lits_validation_transforms(stage: int, combine: str = "mask", keys: Sequence[str] = ("image", "label")) -> list:
+    """Whole-volume validation of stage 1 (liver) or 2 (tumour) (after :func:`lits_preprocessing`): the tumour stage
+    sees the image combined with the ground-truth liver, as in training; the label becomes the stage's binary
+    target."""
+    tumour = stage_index(stage, 2) == 2
     xforms: list[mt.Transform] = [CombineLiverMaskd(keys[0], keys[1], combine)] if tumour else []
     return xforms + [StageLabeld(keys[1], stage)]
