@@ -66,7 +66,7 @@ def run_demo(bundle: str, work: Path) -> dict:
     run_bundle(REPO / "bundles" / bundle, ["train.json", "demo.json"], "train",
                literals={"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval")})  # fmt: skip
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    summary = json.loads((work / "eval" / "holdout" / "metrics_summary.json").read_text())
+    summary = json.loads((work / "eval" / "holdout" / "metrics_summary.json").read_text(encoding="utf-8"))
     protocol = summary["protocol"]
     holdout = {k: round(summary["metrics"][k]["mean"], 4) for k in KEYS[protocol] if k in summary["metrics"]}
     return {"bundle": bundle, "protocol": protocol, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
@@ -184,7 +184,7 @@ def run_capped_demo(bundle: str, ctx: Any, budget_s: float) -> dict:
 def holdout_summary(run: dict, work: Path) -> tuple[dict, Optional[str]]:
     """The demo's hold-out metrics summary, and a note where run_all had to evaluate its predictions itself."""
     summary_file = work / "eval" / "holdout" / "metrics_summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
     predictions = work / "eval" / "holdout" / "predictions"
     if summary or not (run["run_error"] and run["holdout_dir"] and predictions.is_dir() and any(predictions.iterdir())):
         return summary, None
@@ -234,7 +234,7 @@ def demo_result(run: dict, stages: CappedStages, work: Path) -> dict:
         "cpu_s": run["cpu_s"], "training_s": sum(st.get("train_s", 0.0) for st in stages.stages),
         "validation_s": sum(st.get("validation_s", 0.0) for st in stages.stages),
         "load_before": run["load_before"], "load_after": os.getloadavg()[0], "overrides": clean(run["overrides"]),
-        "sauron_history": json.loads(sauron_file.read_text()) if sauron_file.is_file() else None,
+        "sauron_history": json.loads(sauron_file.read_text(encoding="utf-8")) if sauron_file.is_file() else None,
         "run_error": run["run_error"], "holdout_note": holdout_note,
     }  # fmt: skip
     for key, configs in (("demo_network", ["train.json", "demo.json"]), ("paper_network", ["train.json"])):
@@ -250,7 +250,7 @@ def demo_result(run: dict, stages: CappedStages, work: Path) -> dict:
 
 def count_stages(bundle: str) -> int:
     """Training stages in the demo's run list: the trainer itself plus every stage it starts."""
-    run = json.loads((REPO / "bundles" / bundle / "configs" / "demo.json").read_text()).get("run", [])
+    run = json.loads((REPO / "bundles" / bundle / "configs" / "demo.json").read_text(encoding="utf-8")).get("run", [])
     pattern = re.compile(r"trainer\.run\(|train_stage\(")
     n = sum(1 for item in run if isinstance(item, str) and pattern.search(item))
     return max(1, n)

@@ -41,7 +41,7 @@ def measure_section(ctx: Any) -> dict:
 
 def call_function(script: Path, quick: bool) -> Optional[dict]:
     """``{"how", "result"}`` of the script's measuring function, if it has one that returns a dict."""
-    source = script.read_text()
+    source = script.read_text(encoding="utf-8")
     names = [n for n in ("measure", "run_benchmark", "benchmark") if re.search(rf"^def {n}\(", source, re.M)]
     if not names:  # import only a script that offers a function (importing runs its top level)
         return None
@@ -68,7 +68,7 @@ def call_function(script: Path, quick: bool) -> Optional[dict]:
 def run_command(script: Path, quick: bool, bundles: Sequence[str], all_bundles: Sequence[str], work: Path,
                 log: Callable[[str], None]) -> dict:  # fmt: skip
     """Run the script as a command with the flags its ``--help`` offers; its output and JSON result."""
-    helptext = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120,
+    helptext = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120,
                               cwd=REPO).stdout  # fmt: skip
     cmd = [sys.executable, str(script)]
     if quick:
@@ -81,12 +81,14 @@ def run_command(script: Path, quick: bool, bundles: Sequence[str], all_bundles: 
             cmd += [flag, str(json_out)]
             break
     log("gpu: " + " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1800, cwd=REPO
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{script.name} exited with {proc.returncode}: {proc.stderr[-2000:]}")
     result: Any = None
     if json_out.is_file():
         with contextlib.suppress(ValueError):
-            result = json.loads(json_out.read_text())
+            result = json.loads(json_out.read_text(encoding="utf-8"))
     how = " ".join(Path(c).name if c == str(script) else "<json>" if c == str(json_out) else c for c in cmd[1:])
     return {"script": script.name, "how": how, "stdout": proc.stdout[-8000:], "result": result}

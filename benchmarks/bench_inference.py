@@ -94,7 +94,7 @@ def inference_overrides(bundle: str, net: str, ckpt_dir: Path) -> dict:
         demo.read_config([str(root / "configs" / "train.json"), str(root / "configs" / "demo.json")])
         demo.update({"bundle_root": str(root), "ckpt_dir": str(ckpt_dir)})
         overrides = dict(demo.get_parsed_content("demo_inference_overrides"))
-    if "mirror_axes" in json.loads((root / "configs" / "inference.json").read_text()):
+    if "mirror_axes" in json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8")):
         overrides["mirror_axes"] = []
     return overrides
 
@@ -125,7 +125,7 @@ def prepare_inference(bundle: str, net: str, work: Path, device: str) -> dict:
     torch.save(parser.get_parsed_content("network_def").state_dict(), work / "model.pt")
     del parser
     overrides["ckpt_path"] = str(work / "model.pt")
-    if "fingerprint_path" in json.loads((root / "configs" / "inference.json").read_text()):
+    if "fingerprint_path" in json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8")):
         if net == "demo":
             demo_fingerprint(bundle, work)  # what the demo's training writes next to its checkpoint
             overrides["fingerprint_path"] = str(work / "fingerprint.json")

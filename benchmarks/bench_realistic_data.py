@@ -86,7 +86,7 @@ def main() -> None:
         root = realistic_kits_dataset(num_cases=args.num_cases, root=Path(tmp), seed=args.seed, spacing=args.spacing,
                                       labels_dir=labels_dir)  # fmt: skip
         total = time.perf_counter() - start
-        manifest = json.loads((root / MANIFEST).read_text())
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
         size_mb = sum(f.stat().st_size for f in root.rglob("*.nii.gz")) / 1e6
         scratch = Path(tmp) / "scratch"
         scratch.mkdir()

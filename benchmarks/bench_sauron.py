@@ -504,7 +504,9 @@ def fair_speed(entries: list[dict], settings: dict, threads: int) -> dict:
 def write_fair_results(fair: dict, path: Path) -> None:
     """Merge ``fair`` into ``path`` as ``sections.sauron.data.fair`` (every other key kept), atomically."""
     path = Path(path)
-    results = json.loads(path.read_text()) if path.is_file() else {"schema": 1, "sections": {}, "runs": []}
+    results = (
+        json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"schema": 1, "sections": {}, "runs": []}
+    )
     record = results.setdefault("sections", {}).setdefault("sauron", {"section": "sauron", "status": "ok", "data": {}})
     record.setdefault("data", {})["fair"] = fair
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def peak_gib(device: torch.device) -> float:
 
 
 def bundle_kind(bundle: Path) -> str:
-    protocol = json.loads((bundle / "configs" / "train.json").read_text()).get("eval_protocol", "")
+    protocol = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8")).get("eval_protocol", "")
     return "lits" if str(protocol).startswith("lits") else "kits"
 
 

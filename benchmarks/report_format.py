@@ -97,7 +97,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -108,7 +108,7 @@ def cpu_model() -> str:
 def physical_cores() -> Optional[int]:
     try:
         cores, current = set(), {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines() + [""]:
             if not line.strip():
                 if current:
                     cores.add((current.get("physical id"), current.get("core id")))
@@ -363,11 +363,11 @@ def render_bundle_docs(repo: Path, bundles: Sequence[str]) -> None:
     cache: dict[str, dict] = {}
 
     def load(source: str) -> dict:
-        return cache.setdefault(source, json.loads((repo / source).read_text()))
+        return cache.setdefault(source, json.loads((repo / source).read_text(encoding="utf-8")))
 
     for bundle in bundles:
         readme = repo / "bundles" / bundle / "docs" / "README.md"
-        text = readme.read_text()
+        text = readme.read_text(encoding="utf-8")
         new = update_results_blocks(text, load)
         if new != text:
             write_atomic(readme, new)

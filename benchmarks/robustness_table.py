@@ -11,7 +11,6 @@ mocked: a row shows what a user would see today.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -31,7 +30,9 @@ TEXT: dict[str, str] = {}  # the last command's whole output, and the temporary 
 
 def run(cmd: list[str], timeout: int = 300) -> tuple[int, str]:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout, env=ENV
+        )
     except subprocess.TimeoutExpired:
         return 124, f"(no answer after {timeout} s)"
     TEXT["last"] = proc.stdout + proc.stderr
@@ -274,7 +275,7 @@ def _inference_runner(work: Path, kits: Path, bundle: Path):
             str(outputs),
         ]
         for k, v in overrides.items():
-            cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+            cmd += [f"--{k}", v if isinstance(v, str) else repr(v)]  # fire reads Python literals
         return run(cmd, timeout=600)
 
     def scans(name: str, n: int = 1) -> Path:

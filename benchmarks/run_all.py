@@ -146,7 +146,7 @@ REPORT = tuple((name, title, render) for name, title, _, render, _ in SECTIONS)
 def load_results(path: Path) -> dict:
     if path.is_file():
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and isinstance(data.get("sections"), dict):
                 data.setdefault("runs", [])
                 return data

@@ -17,7 +17,7 @@ def configs(bundle: Path, *names: str) -> list[str]:
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def demo_value(bundle: Path, key: str, **overrides):

@@ -18,7 +18,7 @@ MAX_FUNCTION_LINES = 60
 
 
 def run_all(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH / "run_all.py"), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(BENCH / "run_all.py"), *args], capture_output=True, text=True, encoding="utf-8", errors="replace",
                           timeout=timeout, cwd=REPO)  # fmt: skip
 
 
@@ -32,13 +32,13 @@ def sections() -> list[str]:
 
 
 def test_run_all_is_a_thin_runner():
-    assert len((BENCH / "run_all.py").read_text().splitlines()) < 300
+    assert len((BENCH / "run_all.py").read_text(encoding="utf-8").splitlines()) < 300
 
 
 def test_no_long_functions_in_benchmarks():
     long = []
     for path in sorted(BENCH.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
@@ -66,7 +66,7 @@ def test_demo_stage_calls_are_read_with_their_arguments(bundle, separator):
         from demo_stages import is_own_trainer, list_call
     finally:
         sys.path.remove(str(BENCH))
-    run = json.loads((REPO / "bundles" / bundle / "configs" / "demo.json").read_text())["run"]
+    run = json.loads((REPO / "bundles" / bundle / "configs" / "demo.json").read_text(encoding="utf-8"))["run"]
     run = [item.replace("#", separator) for item in run]
     values = {"bundle_root": "ROOT", "dataset_dir": "DATA", "ckpt_dir": "CKPT", "output_dir": "OUT", "max_epochs": 2,
               "iterations_per_epoch": 3, "val_interval": 1, "batch_size": 2, "holdout_dir": "HOLD",
@@ -89,14 +89,16 @@ def test_saved_results_render_to_the_committed_report(tmp_path):
     shutil.copy(REPO / "docs" / "benchmarks.json", tmp_path / "benchmarks.json")
     proc = run_all("--report-only", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "benchmarks.md").read_text() == (REPO / "docs" / "benchmarks.md").read_text()
+    assert (tmp_path / "benchmarks.md").read_text(encoding="utf-8") == (REPO / "docs" / "benchmarks.md").read_text(
+        encoding="utf-8"
+    )
 
 
 @pytest.mark.slow
 def test_quick_run_measures_every_section(tmp_path):
     proc = run_all("--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "benchmarks.json").read_text())
+    results = json.loads((tmp_path / "out" / "benchmarks.json").read_text(encoding="utf-8"))
     names = sections()
     assert set(results["sections"]) == set(names)
     failed = {n: r.get("error") for n, r in results["sections"].items() if r["status"] != "ok"}
@@ -115,7 +117,7 @@ def test_quick_run_measures_every_section(tmp_path):
     assert demo["holdout_primary"]["kidney"] is not None
     assert results["sections"]["sauron"]["data"]["curve"]
 
-    report = (tmp_path / "out" / "benchmarks.md").read_text()
+    report = (tmp_path / "out" / "benchmarks.md").read_text(encoding="utf-8")
     for i, name in enumerate(names, 1):
         assert f"## {i}. " in report
     assert "This section failed" not in report and "Rendering failed" not in report

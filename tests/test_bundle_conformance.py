@@ -227,7 +227,15 @@ def test_demo_command_runs_training_and_holdout_evaluation(bundle, tiny_data, tm
         overrides["stage_overrides"] = dict(overrides)
     overrides["holdout_dir"] = str(tiny_data)
     cmd = [sys.executable] + _bundle_run_command(bundle, configs(bundle, "train.json", "demo.json"), overrides)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = read_json(tmp_path / "eval" / "holdout" / "metrics_summary.json")
     assert summary, "the hold-out evaluation wrote an empty summary"
@@ -239,7 +247,7 @@ def test_two_process_gloo_training(bundle, tiny_data, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     cmd += _bundle_run_command(bundle, files, overrides)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()
     assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file()

@@ -48,7 +48,7 @@ MARKDOWN_FILES = sorted(
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def dataset_of(bundle: Path) -> str:
@@ -90,7 +90,7 @@ def github_slug(title: str) -> str:
 def anchors(path: Path) -> set[str]:
     seen: dict[str, int] = {}
     found = set()
-    for _, title in headings(path.read_text()):
+    for _, title in headings(path.read_text(encoding="utf-8")):
         slug = github_slug(title)
         count = seen.get(slug, 0)
         found.add(slug if count == 0 else f"{slug}-{count}")
@@ -123,15 +123,15 @@ def bundle(request) -> Path:
 
 def test_every_bundle_is_documented():
     assert len(BUNDLES) == 9, BUNDLE_IDS
-    index = (REPO / "docs" / "bundles.md").read_text()
-    readme = (REPO / "README.md").read_text()
+    index = (REPO / "docs" / "bundles.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     for b in BUNDLE_IDS:
         assert f"../bundles/{b}/docs/README.md" in index, f"docs/bundles.md does not link {b}"
         assert f"bundles/{b}/docs/README.md" in readme, f"README.md's Documentation does not link {b}"
 
 
 def test_readme_has_the_zoo_template_sections(bundle):
-    text = (bundle / "docs" / "README.md").read_text()
+    text = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     found = headings(text)
     assert found and found[0][0] == 1, "the page must start with a '# <model title>' heading"
     sections = [title for level, title in found if level == 2]
@@ -142,7 +142,7 @@ def test_readme_has_the_zoo_template_sections(bundle):
 
 
 def test_readme_commands_match_the_configs(bundle):
-    text = (bundle / "docs" / "README.md").read_text()
+    text = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     commands = bundle_commands(text)
     joined = "\n".join(commands)
     # the zoo's command set: train, demo overlay, multi-GPU overlay with torchrun, inference, evaluation, export
@@ -182,7 +182,7 @@ def monailabel_server_commands(text: str) -> list[str]:
 def test_monailabel_commands_serve_loopback_without_sam2(page):
     """As docs/monailabel.md: bind the loopback address (MONAI Label's default is 0.0.0.0) and switch SAM2 off (else
     the server downloads its weights at start)."""
-    commands = monailabel_server_commands(page.read_text())
+    commands = monailabel_server_commands(page.read_text(encoding="utf-8"))
     assert commands, f"{page.relative_to(REPO)} has no MONAI Label start_server command"
     for command in commands:
         assert re.search(r"--host 127\.0\.0\.1(\s|$)", command) and "--conf sam2 false" in command, command
@@ -191,7 +191,7 @@ def test_monailabel_commands_serve_loopback_without_sam2(page):
 
 
 def test_readme_points_to_benchmarks_and_deviations(bundle):
-    text = (bundle / "docs" / "README.md").read_text()
+    text = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     performance = text.split("## Performance", 1)[1].split("\n## ", 1)[0]
     assert "../../../docs/benchmarks.md" in performance, "Performance must point to docs/benchmarks.md"
     deviations = text.split("## Deviations from the paper", 1)[1].split("\n## ", 1)[0]
@@ -202,7 +202,7 @@ def test_readme_points_to_benchmarks_and_deviations(bundle):
 def test_data_license_names_the_dataset_licence(bundle):
     path = bundle / "docs" / "data_license.txt"
     assert path.is_file(), f"{bundle.name} lacks docs/data_license.txt"
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert LICENCE in text
     kind = dataset_of(bundle)
     for word in DATASETS[kind]:
@@ -215,7 +215,7 @@ def test_data_license_names_the_dataset_licence(bundle):
 def test_large_files_yml(bundle):
     path = bundle / "large_files.yml"
     assert path.is_file(), f"{bundle.name} lacks large_files.yml"
-    spec = yaml.safe_load(path.read_text())
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     entries = spec["large_files"]
     assert isinstance(entries, list) and entries
     for entry in entries:
@@ -230,7 +230,7 @@ def test_large_files_yml(bundle):
 @pytest.mark.parametrize("path", MARKDOWN_FILES, ids=[str(p.relative_to(REPO)) for p in MARKDOWN_FILES])
 def test_relative_links_resolve(path):
     problems, pending = [], []
-    for target in links(path.read_text()):
+    for target in links(path.read_text(encoding="utf-8")):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
             continue
         file_part, _, anchor = target.partition("#")
@@ -248,17 +248,17 @@ def test_relative_links_resolve(path):
 
 @pytest.mark.parametrize("path", MARKDOWN_FILES, ids=[str(p.relative_to(REPO)) for p in MARKDOWN_FILES])
 def test_no_unfilled_placeholders(path):
-    leftovers = re.findall(r"\b[A-Z][A-Z0-9_]*_PLACEHOLDER\b|\bTODO\b|\bTBD\b", path.read_text())
+    leftovers = re.findall(r"\b[A-Z][A-Z0-9_]*_PLACEHOLDER\b|\bTODO\b|\bTBD\b", path.read_text(encoding="utf-8"))
     assert not leftovers, f"{path.relative_to(REPO)} still has {sorted(set(leftovers))}"
 
 
 def test_docs_pages_link_each_other():
     docs = REPO / "docs"
-    architecture = (docs / "architecture.md").read_text()
+    architecture = (docs / "architecture.md").read_text(encoding="utf-8")
     assert code_blocks(architecture, "mermaid"), "architecture.md needs its mermaid diagram"
     for b in BUNDLE_IDS:
         assert f"[{b}](../bundles/{b}/docs/README.md)" in architecture, f"architecture.md's table lacks {b}"
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Documentation", 1)[1]
     for page in ("bundles", "architecture", "own_workflow", "multi_gpu", "deviations", "evaluation"):
         assert f"(docs/{page}.md)" in section, f"README.md's Documentation section lacks docs/{page}.md"
@@ -266,7 +266,7 @@ def test_docs_pages_link_each_other():
 
 
 OWN_WORKFLOW = REPO / "docs" / "own_workflow.md"
-SNIPPETS = code_blocks(OWN_WORKFLOW.read_text(), "python") if OWN_WORKFLOW.is_file() else []
+SNIPPETS = code_blocks(OWN_WORKFLOW.read_text(encoding="utf-8"), "python") if OWN_WORKFLOW.is_file() else []
 
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))

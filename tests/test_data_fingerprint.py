@@ -108,7 +108,7 @@ def test_cached_fingerprint_is_reused_and_refreshed(three_cases, tmp_path, monke
     items, _, _ = three_cases
     path = tmp_path / "out" / "fingerprint.json"
     computed = load_or_compute_fingerprint(items, path)
-    assert json.loads(path.read_text()) == computed
+    assert json.loads(path.read_text(encoding="utf-8")) == computed
 
     def fail(*args, **kwargs):
         raise AssertionError("should have used the cache")
@@ -118,7 +118,7 @@ def test_cached_fingerprint_is_reused_and_refreshed(three_cases, tmp_path, monke
     monkeypatch.undo()
     refreshed = load_or_compute_fingerprint(items[:2], path)
     assert refreshed["case_ids"] == ["case_0", "case_1"]
-    assert json.loads(path.read_text())["num_cases"] == 2
+    assert json.loads(path.read_text(encoding="utf-8"))["num_cases"] == 2
     assert [p.name for p in path.parent.iterdir()] == ["fingerprint.json"]
 
 

@@ -49,9 +49,9 @@ def _leftovers(folder: Path) -> list[str]:
 def test_atomic_text_and_json(tmp_path):
     target = tmp_path / "sub" / "summary.json"
     atomic_write_json(target, {"dice": [0.9, 0.8]})
-    assert json.loads(target.read_text()) == {"dice": [0.9, 0.8]}
+    assert json.loads(target.read_text(encoding="utf-8")) == {"dice": [0.9, 0.8]}
     atomic_write_text(tmp_path / "notes.txt", "ok")
-    assert (tmp_path / "notes.txt").read_text() == "ok"
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "ok"
     assert _leftovers(tmp_path) == [] and _leftovers(target.parent) == []
 
 
@@ -60,7 +60,7 @@ def test_atomic_json_interrupted_keeps_the_old_file(tmp_path):
     atomic_write_json(target, {"training": ["a"]})
     with pytest.raises(TypeError):
         atomic_write_json(target, {"bad": object()})  # json fails half-way through the object
-    assert json.loads(target.read_text()) == {"training": ["a"]}
+    assert json.loads(target.read_text(encoding="utf-8")) == {"training": ["a"]}
     assert _leftovers(tmp_path) == []
 
 

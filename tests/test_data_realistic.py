@@ -27,7 +27,7 @@ def _arrays(item) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = realistic_kits_dataset(num_cases=NUM_CASES, root=tmp_path_factory.mktemp("real"), seed=1, spacing=SPACING)
-    manifest = json.loads((root / MANIFEST).read_text())
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     return root, build_datalist(root), {case["case_id"]: case for case in manifest["cases"]}
 
 
@@ -77,7 +77,7 @@ def test_generation_is_deterministic_and_per_case(dataset, tmp_path):
     _, items, cases = dataset
     again = realistic_kits_dataset(num_cases=2, root=tmp_path / "a", seed=1, spacing=SPACING)
     other = realistic_kits_dataset(num_cases=1, root=tmp_path / "b", seed=2, spacing=SPACING)
-    again_cases = json.loads((again / MANIFEST).read_text())["cases"]
+    again_cases = json.loads((again / MANIFEST).read_text(encoding="utf-8"))["cases"]
     for index, item in enumerate(build_datalist(again)):
         left, right = _arrays(items[index]), _arrays(item)
         np.testing.assert_array_equal(left[0], right[0])
@@ -128,7 +128,7 @@ def test_generation_time_of_a_default_case_is_bounded(tmp_path):
     start = time.perf_counter()
     root = realistic_kits_dataset(num_cases=1, root=tmp_path, seed=5)  # default spacing: 2.2-2.8 mm, 2.5-5 mm slices
     assert time.perf_counter() - start < 20.0
-    case = json.loads((root / MANIFEST).read_text())["cases"][0]
+    case = json.loads((root / MANIFEST).read_text(encoding="utf-8"))["cases"][0]
     assert 2.2 <= case["spacing_zyx"][1] == case["spacing_zyx"][2] <= 2.8
     assert case["spacing_zyx"][0] in (2.5, 3.0, 4.0, 5.0) and case["spacing_zyx"][0] >= case["source_spacing_zyx"][0]
 

@@ -35,7 +35,7 @@ def test_split_is_deterministic_and_independent_of_input_order(tmp_path):
 def test_split_file_is_written_and_reused(tmp_path):
     split_file = tmp_path / "out" / "split.json"
     created = load_or_create_split(_datalist(10), split_file, val_fraction=0.3, seed=0)
-    stored = json.loads(split_file.read_text())
+    stored = json.loads(split_file.read_text(encoding="utf-8"))
     assert stored["training"] == [item["case_id"] for item in created["training"]]
     assert stored["validation"] == [item["case_id"] for item in created["validation"]]
     assert stored["seed"] == 0 and stored["val_fraction"] == 0.3
@@ -45,7 +45,7 @@ def test_split_file_is_written_and_reused(tmp_path):
     reused = load_or_create_split(moved, split_file, val_fraction=0.5, seed=9)
     assert _ids(reused) == {"training": stored["training"], "validation": stored["validation"]}
     assert reused["training"][0]["image"].startswith("/moved/")
-    assert json.loads(split_file.read_text()) == stored
+    assert json.loads(split_file.read_text(encoding="utf-8")) == stored
 
 
 def test_split_file_for_another_dataset_is_an_error(tmp_path):

@@ -21,11 +21,11 @@ BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" 
 
 
 def load(source: str) -> dict:
-    return json.loads((REPO / source).read_text())
+    return json.loads((REPO / source).read_text(encoding="utf-8"))
 
 
 def performance_section(bundle: str) -> str:
-    text = (REPO / "bundles" / bundle / "docs" / "README.md").read_text()
+    text = (REPO / "bundles" / bundle / "docs" / "README.md").read_text(encoding="utf-8")
     return re.search(r"^## Performance\n(.*?)^## ", text, flags=re.S | re.M).group(1)
 
 

@@ -3,7 +3,6 @@ are summarised and fail the run unless accepted, and a bundle run's last lines n
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -101,7 +100,7 @@ def test_unwritable_output_dir_fails_before_reading_inputs(tmp_path, monkeypatch
     with pytest.raises(OutputLocationError, match=r"a_file/segs cannot be written .*pass a writable --output_dir"):
         inference_datalist(scans, output_dir=blocker / "segs")
     assert read == []  # refused before any input was read
-    assert blocker.read_text() == "x"
+    assert blocker.read_text(encoding="utf-8") == "x"
 
 
 # -- wrong inputs that used to be segmented silently -----------------------------------------------------------------
@@ -222,9 +221,21 @@ def _bundle_cli(bundle: Path, work: Path, input_dir: Path, output_dir: Path, **e
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs(bundle, "inference.json")[0],
            "--bundle_root", str(bundle), "--meta_file", configs(bundle, "metadata.json")[0]]  # fmt: skip
     for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        cmd += [
+            f"--{key}",
+            value if isinstance(value, str) else repr(value),
+        ]  # fire reads Python literals (None, not null)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, env=env)
+    return subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+        env=env,
+    )
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=BUNDLE_IDS)
@@ -272,7 +283,16 @@ def test_training_run_ends_on_the_bad_case(bundle, tiny_synthetic, tmp_path):
            "--dataset_dir", str(dataset), "--ckpt_dir", str(tmp_path / "models"),
            "--output_dir", str(tmp_path / "eval")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+        env=env,
+    )
     last = "\n".join(proc.stdout.strip().splitlines()[-5:])
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert str(bad) in last and "Failed to evaluate" not in last, last

@@ -65,7 +65,7 @@ def test_evaluate_folders_writes_csv_json_and_plots(kits_dirs, tmp_path):
     assert [r["case"] for r in rows] == ["case_00001", "case_00002", "case_00003"]
     for row, exp in zip(rows, expected):
         assert float(row["tumor_sd"]) == pytest.approx(exp["tumor_sd"])
-    on_disk = json.loads((tmp_path / "out" / "metrics_summary.json").read_text())
+    on_disk = json.loads((tmp_path / "out" / "metrics_summary.json").read_text(encoding="utf-8"))
     assert on_disk["metrics"] == summary["metrics"]
     stats = summary["metrics"]["tumor_dice"]
     assert stats["mean"] == pytest.approx(np.mean([e["tumor_dice"] for e in expected]))

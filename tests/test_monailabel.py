@@ -308,14 +308,14 @@ def test_monaibundle_train_task(bundle, synthetic, tmp_path):
 def install_recipes() -> dict[str, list[str]]:
     """The install recipes of docs/monailabel.md ("## Install"): the bold line before each bash block -> its
     command lines."""
-    text = (REPO / "docs" / "monailabel.md").read_text().split("## Install", 1)[1].split("\n## ", 1)[0]
+    text = (REPO / "docs" / "monailabel.md").read_text(encoding="utf-8").split("## Install", 1)[1].split("\n## ", 1)[0]
     found = re.findall(r"^\*\*(.+?)\*\*.*?^```bash\n(.*?)^```", text, flags=re.S | re.M)
     return {title: [line.strip() for line in body.replace("\\\n", " ").splitlines() if line.strip()]
             for title, body in found}  # fmt: skip
 
 
 def constraint_pins() -> dict[str, str]:
-    lines = (REPO / "constraints-monailabel.txt").read_text().splitlines()
+    lines = (REPO / "constraints-monailabel.txt").read_text(encoding="utf-8").splitlines()
     return dict(re.match(r"^([\w-]+)==(\S+)$", line).groups() for line in lines if "==" in line)
 
 
@@ -364,7 +364,9 @@ def test_pypi_recipe_resolves_one_torch_build(tmp_path):
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet",
            "--report", str(report), *_torch_install(recipe)[2:]]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300
+    )
     if proc.returncode != 0 and re.search(r"NewConnectionError|Temporary failure in name resolution", proc.stderr):
         pytest.skip(f"no package index reachable: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -379,7 +381,7 @@ def test_pypi_recipe_resolves_one_torch_build(tmp_path):
 
 def _server_python_has_monailabel() -> tuple[bool, str]:
     proc = subprocess.run([SERVER_PYTHON, "-c", "import monailabel; print(monailabel.__version__)"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)  # fmt: skip
     lines = (proc.stdout or proc.stderr).strip().splitlines()
     return proc.returncode == 0, lines[-1] if lines else f"exit code {proc.returncode}"
 
@@ -435,14 +437,14 @@ def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"monailabel exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            pytest.fail(f"monailabel exited with {proc.returncode}:\n{log.read_text(encoding='utf-8')[-4000:]}")
         try:
             if _http(url, timeout=5)[0] == 200:
                 return
         except OSError:
             pass
         time.sleep(1)
-    pytest.fail(f"monailabel did not answer {url} within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+    pytest.fail(f"monailabel did not answer {url} within {timeout:.0f} s:\n{log.read_text(encoding='utf-8')[-4000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -468,10 +470,17 @@ def test_monailabel_server(test_data, tmp_path):
                     "docs/monailabel.md or set EFFSEG_MONAILABEL_PYTHON to an interpreter that has it")  # fmt: skip
     # the server environment is the recipe's: its pinned torch/torchvision pair, which passes the recipe's own check
     for recipe in install_recipes().values():
-        proc = subprocess.run([SERVER_PYTHON, "-c", _pair_check(recipe)], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [SERVER_PYTHON, "-c", _pair_check(recipe)],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     proc = subprocess.run([SERVER_PYTHON, "-c", "import torch, torchvision; print(torch.__version__, "
-                           "torchvision.__version__)"], capture_output=True, text=True, timeout=300)  # fmt: skip
+                           "torchvision.__version__)"], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)  # fmt: skip
     versions = [v.split("+")[0] for v in proc.stdout.split()]
     assert versions == [constraint_pins()["torch"], constraint_pins()["torchvision"]], proc.stdout + proc.stderr
 

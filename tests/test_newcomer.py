@@ -29,7 +29,13 @@ def test_help_imports_neither_torch_nor_monai_and_is_fast():
     code = "from monai_effseg.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        check=True,
+        cwd=REPO,
     )
     elapsed = time.perf_counter() - start
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
@@ -107,7 +113,9 @@ def test_synthetic_cache_dir_matches_the_data_package(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_training_logs_per_epoch_not_per_iteration(bundle):
-    handlers = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())["train"]["handlers"]
+    handlers = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text(encoding="utf-8"))["train"][
+        "handlers"
+    ]
     targets = [h.get("_target_") for h in handlers]
     assert "monai_effseg.handlers.EpochLossLogger" in targets
     for h in handlers:  # a StatsHandler on the trainer logs every iteration unless told not to

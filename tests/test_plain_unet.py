@@ -86,6 +86,8 @@ def test_bad_configuration_errors():
 def test_registry_is_complete_at_import():
     """Every paper's net is registered by importing the networks package alone (``effseg profile --all`` lists them)."""
     code = "from monai_effseg.nets import NETS; print(sorted(NETS))"
-    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    names = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", errors="replace", check=True
+    ).stdout
     for preset in ("nnunet", "residual_unet_kits19", "unet_cascade_kits19", "mss_unet", "sauron_nnunet"):
         assert f"'{preset}'" in names

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def effseg_bundles(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "monai_effseg.cli", "bundles", *args], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, encoding="utf-8", errors="replace", timeout=120)  # fmt: skip
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_bundles_check_passes_on_the_repository():
 
 def test_a_hand_edited_bundle_file_fails_the_check_with_its_name_and_the_fix(copy_of_repo):
     edited = copy_of_repo / "bundles" / "kits_mss_unet" / "configs" / "train.json"
-    config = json.loads(edited.read_text())
+    config = json.loads(edited.read_text(encoding="utf-8"))
     config["learning_rate"] = 0.5
     edited.write_text(json.dumps(config, indent=4))
     proc = effseg_bundles("--check", "--root", str(copy_of_repo))
@@ -58,11 +58,13 @@ def test_a_hand_edited_bundle_file_fails_the_check_with_its_name_and_the_fix(cop
     # regenerating puts both back, and a second run writes nothing
     assert effseg_bundles("--root", str(copy_of_repo)).returncode == 0
     assert sync(copy_of_repo, check=True) == [] and sync(copy_of_repo) == []
-    assert edited.read_text() == (REPO / "bundles" / "kits_mss_unet" / "configs" / "train.json").read_text()
+    assert edited.read_text(encoding="utf-8") == (
+        REPO / "bundles" / "kits_mss_unet" / "configs" / "train.json"
+    ).read_text(encoding="utf-8")
 
 
 def test_the_recipe_is_less_than_half_the_lines_of_the_configs_it_generates():
-    generated = sum(len((REPO / "bundles" / name / "configs" / f).read_text().splitlines())
+    generated = sum(len((REPO / "bundles" / name / "configs" / f).read_text(encoding="utf-8").splitlines())
                     for name in recipe_names(REPO / "recipes") for f in CONFIG_FILES)  # fmt: skip
     assert recipe_lines(REPO) < generated / 2, (recipe_lines(REPO), generated)
 
@@ -86,8 +88,8 @@ def test_format_keeps_short_scalar_lists_on_one_line():
 def test_rank_gating_and_demo_sizes_are_plain_keys():
     for name in recipe_names(REPO / "recipes"):
         configs = REPO / "bundles" / name / "configs"
-        train, demo = (json.loads((configs / f).read_text()) for f in ("train.json", "demo.json"))
-        multi = (configs / "multi_gpu_train.json").read_text()
+        train, demo = (json.loads((configs / f).read_text(encoding="utf-8")) for f in ("train.json", "demo.json"))
+        multi = (configs / "multi_gpu_train.json").read_text(encoding="utf-8")
         assert train["rank0"] is True and "[: -" not in multi and "@train#handlers[" not in multi
         assert '"rank0": "$torch.distributed.get_rank() == 0"' in multi
         gated = [h for h in train["train"]["handlers"] if h.get("_disabled_") == "$not @rank0"]

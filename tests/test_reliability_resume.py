@@ -129,7 +129,7 @@ def _run_until(cmd: list[str], log: Path, stop_at: Path | None, sig: int) -> int
 
 
 def _best(models: Path) -> dict:
-    return json.loads((models / "model.pt.best.json").read_text())
+    return json.loads((models / "model.pt.best.json").read_text(encoding="utf-8"))
 
 
 def test_sigterm_then_sigint_then_same_command_resumes_and_keeps_the_best_model(tmp_path):
@@ -139,19 +139,19 @@ def test_sigterm_then_sigint_then_same_command_resumes_and_keeps_the_best_model(
     models, cmd = tmp_path / "models", _command(data, tmp_path)
 
     rc = _run_until(cmd, tmp_path / "run1.log", models / "checkpoint_epoch=1.pt", signal.SIGTERM)
-    log1 = (tmp_path / "run1.log").read_text()
+    log1 = (tmp_path / "run1.log").read_text(encoding="utf-8")
     assert rc != 0, "SIGTERM did not stop the run:\n" + log1[-3000:]
     stopped_at = max(int(p.stem.split("=")[1]) for p in models.glob("checkpoint_epoch=*.pt"))
     best1, model1 = _best(models), (models / "model.pt").read_bytes()
 
     rc = _run_until(cmd, tmp_path / "run2.log", models / f"checkpoint_epoch={stopped_at + 1}.pt", signal.SIGINT)
-    log2 = (tmp_path / "run2.log").read_text()
+    log2 = (tmp_path / "run2.log").read_text(encoding="utf-8")
     assert rc != 0, "SIGINT did not stop the run:\n" + log2[-3000:]
     assert "resumed from" in log2 and f"checkpoint_epoch={stopped_at}.pt" in log2, log2[-3000:]
     best2 = _best(models)
 
     rc = _run_until(cmd, tmp_path / "run3.log", None, 0)
-    log3 = (tmp_path / "run3.log").read_text()
+    log3 = (tmp_path / "run3.log").read_text(encoding="utf-8")
     assert rc == 0, log3[-3000:]
     assert "resumed from" in log3
     final = torch.load(models / "checkpoint_epoch=4.pt", weights_only=True)

@@ -169,7 +169,7 @@ def test_trainer_prunes_every_epoch_logs_and_resumes(tmp_path):
     assert all(optimizer.state[p]["exp_avg"].shape == p.shape for p in net.parameters())
     assert [h["params"] for h in pruner.history] == sorted((h["params"] for h in pruner.history), reverse=True)
     assert (tmp_path / "compression.png").stat().st_size > 0
-    assert json.loads((tmp_path / "h.json").read_text())[-1]["epoch"] == 3
+    assert json.loads((tmp_path / "h.json").read_text(encoding="utf-8"))[-1]["epoch"] == 3
     assert list((tmp_path / "runs").glob("events.out.tfevents.*"))
 
     # resume: a fresh full-size network, optimizer and pruner take the pruned checkpoint's shape and state

@@ -64,7 +64,7 @@ def demo_bundles(bundles_dir: Path = BUNDLES_DIR) -> list[str]:
 def load_demo_results(path: Path = BENCHMARKS_JSON) -> dict[str, Any] | None:
     """The ``demos`` section of ``docs/benchmarks.json`` (``None`` when the file or the section is missing)."""
     try:
-        section = json.loads(Path(path).read_text())["sections"]["demos"]
+        section = json.loads(Path(path).read_text(encoding="utf-8"))["sections"]["demos"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if section.get("status") != "ok" or not isinstance(section.get("data"), dict):
@@ -75,7 +75,7 @@ def load_demo_results(path: Path = BENCHMARKS_JSON) -> dict[str, Any] | None:
 def _demo_int(bundle_root: Path, key: str) -> int | None:
     """``key`` of ``configs/demo.json`` when it is a plain integer (not a ``$`` expression)."""
     try:
-        value = json.loads((bundle_root / "configs" / "demo.json").read_text()).get(key)
+        value = json.loads((bundle_root / "configs" / "demo.json").read_text(encoding="utf-8")).get(key)
     except (OSError, ValueError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

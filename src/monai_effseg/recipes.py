@@ -151,12 +151,14 @@ def recipe_names(recipes: Path) -> list[str]:
 
 def render(name: str, recipes: Path) -> dict[str, str]:
     """The text of every file of ``bundles/<name>/configs/``."""
-    deltas = [json.loads((recipes / f"{name}.json").read_text())]
+    deltas = [json.loads((recipes / f"{name}.json").read_text(encoding="utf-8"))]
     while "extends" in deltas[0]:
-        deltas.insert(0, json.loads((recipes / "families" / f"{deltas[0]['extends']}.json").read_text()))
+        deltas.insert(
+            0, json.loads((recipes / "families" / f"{deltas[0]['extends']}.json").read_text(encoding="utf-8"))
+        )
     out = {}
     for file in CONFIG_FILES:
-        text = (recipes / "template" / file).read_text()
+        text = (recipes / "template" / file).read_text(encoding="utf-8")
         if not file.endswith(".json"):
             out[file] = text
             continue
@@ -178,16 +180,16 @@ def sync(root: Path = REPO, check: bool = False) -> list[str]:
                    if p.name not in CONFIG_FILES and p.is_file()]  # fmt: skip
         for file, text in render(name, recipes).items():
             path = root / "bundles" / name / "configs" / file
-            if path.is_file() and path.read_text() == text:
+            if path.is_file() and path.read_text(encoding="utf-8") == text:
                 continue
             differ.append(str(path.relative_to(root)))
             if not check:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                path.write_text(text, encoding="utf-8")
     return differ
 
 
 def recipe_lines(root: Path = REPO) -> int:
     """Lines of the template, the families and the deltas."""
     files = [p for p in (root / "recipes").rglob("*") if p.is_file() and p.suffix in (".json", ".conf")]
-    return sum(len(p.read_text().splitlines()) for p in files)
+    return sum(len(p.read_text(encoding="utf-8").splitlines()) for p in files)

@@ -273,7 +273,7 @@ def load_fingerprint(path: Optional[PathLike], default: Union[str, Mapping[str, 
     Without a default a missing file raises ``FileNotFoundError``.
     """
     if path is not None and Path(path).is_file():
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     if default is None:
         raise FileNotFoundError(
             f"fingerprint {path} does not exist; compute it (effseg fingerprint) or pass a default, one of "
@@ -302,7 +302,7 @@ def load_or_compute_fingerprint(
     wanted = sorted(item["case_id"] for item in datalist)
     if path.is_file():
         try:
-            cached = json.loads(path.read_text())
+            cached = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             cached = {}
         if sorted(cached.get("case_ids") or []) == wanted and cached.get("version") == FINGERPRINT_VERSION:

@@ -185,7 +185,7 @@ def _nnunet_v1_image(path: Path) -> Path:
 def _msd(dataset_dir: Path) -> Found:
     spec_file = dataset_dir / "dataset.json"
     try:
-        spec = json.loads(spec_file.read_text())
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise _layout_error(dataset_dir, f"cannot read {spec_file} ({err})") from err
     if "training" in spec:

@@ -64,7 +64,7 @@ def create_split(case_ids: Sequence[str], val_fraction: float = 0.2, seed: int =
 
 def _read_split(split_file: Path) -> dict[str, list[str]]:
     try:
-        stored = json.loads(split_file.read_text())
+        stored = json.loads(split_file.read_text(encoding="utf-8"))
         return {"training": list(stored["training"]), "validation": list(stored["validation"])}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise SplitFileError(

@@ -255,7 +255,7 @@ class BestModelSaver:
 
     def _record(self) -> dict | None:
         try:
-            return json.loads(self.record_path.read_text())
+            return json.loads(self.record_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
 
