@@ -218,24 +218,19 @@ def _bundle_cli(bundle: Path, work: Path, input_dir: Path, output_dir: Path, **e
     torch.save(net.state_dict(), work / "model.pt")
     overrides.update(ckpt_path=str(work / "model.pt"), fingerprint_path=str(work / "fingerprint.json"),
                      input_dir=str(input_dir), output_dir=str(output_dir), **extra)  # fmt: skip
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs(bundle, "inference.json")[0],
+    return _bundle_run(bundle, "inference.json", overrides)
+
+
+def _bundle_run(bundle: Path, config: str, overrides: dict) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` of one config with ``overrides`` as command-line arguments (fire reads Python
+    literals: ``None``, not JSON's ``null``), one thread, stdout and stderr together."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs(bundle, config)[0],
            "--bundle_root", str(bundle), "--meta_file", configs(bundle, "metadata.json")[0]]  # fmt: skip
     for key, value in overrides.items():
-        cmd += [
-            f"--{key}",
-            value if isinstance(value, str) else repr(value),
-        ]  # fire reads Python literals (None, not null)
+        cmd += [f"--{key}", value if isinstance(value, str) else repr(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=300,
-        env=env,
-    )
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                          errors="replace", timeout=300, env=env)  # fmt: skip
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=BUNDLE_IDS)
@@ -278,21 +273,8 @@ def test_training_run_ends_on_the_bad_case(bundle, tiny_synthetic, tmp_path):
     shutil.copytree(tiny_synthetic(synthetic_kind(bundle)), dataset)
     bad = sorted(dataset.rglob("imaging.nii.gz") if "kits" in bundle.name else dataset.glob("volume-*.nii*"))[0]
     bad.write_bytes(b"not a nifti file")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs(bundle, "train.json")[0],
-           "--bundle_root", str(bundle), "--meta_file", configs(bundle, "metadata.json")[0],
-           "--dataset_dir", str(dataset), "--ckpt_dir", str(tmp_path / "models"),
-           "--output_dir", str(tmp_path / "eval")]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=300,
-        env=env,
-    )
+    paths = {"dataset_dir": str(dataset), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
+    proc = _bundle_run(bundle, "train.json", paths)
     last = "\n".join(proc.stdout.strip().splitlines()[-5:])
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert str(bad) in last and "Failed to evaluate" not in last, last
