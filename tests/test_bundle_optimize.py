@@ -176,12 +176,7 @@ def _fusing_net() -> torch.nn.Module:
     net = EfficientUNet("efficientnet-b0", "nnunet", out_channels=3, decoder_channels=[8, 8, 16, 16, 16],
                         encoder_kwargs={"width_coefficient": 0.25, "depth_coefficient": 0.3,
                                         "drop_connect_rate": 0.0})  # fmt: skip
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 1.0
-    with torch.no_grad():
-        net.train()(torch.randn(2, 1, 32, 32, 32))
-    return net.eval()
+    return _calibrated(net, [32, 32, 32])
 
 
 @pytest.fixture

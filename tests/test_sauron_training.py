@@ -189,7 +189,7 @@ def test_trainer_prunes_every_epoch_logs_and_resumes(tmp_path):
 
 
 def test_last_batch_criterion_and_reference_channel_survives():
-    net, regularizer, optimizer, pruner, trainer = build(epoch_average=False, tau_min=1.01, tau_max=1.01)
+    net, regularizer, optimizer, pruner, trainer = build(sampling="last", tau_min=1.01, tau_max=1.01)
     references = {}
     trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: references.update(pruner.references))
     widths = regularizer.graph.widths(net)

@@ -44,18 +44,6 @@ def _part(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name)
 
 
-def total_stride(model: nn.Module, spatial_dims: int) -> tuple[int, ...] | None:
-    """The product of the encoder's feature strides (how divisible an input must be), if the model says."""
-    strides = getattr(getattr(model, "encoder", None), "strides", None)
-    if not strides:
-        return None
-    total = [1] * spatial_dims
-    for stride in strides:
-        stride = (stride,) * spatial_dims if isinstance(stride, int) else tuple(stride)
-        total = [t * s for t, s in zip(total, stride)]
-    return tuple(total)
-
-
 def count_flops(model: nn.Module, input_shape: Sequence[int], parts: Sequence[str] | None = None) -> dict[str, int]:
     """2 x conv/linear MACs of one eval-mode forward pass, for the network and each of ``parts`` (submodule names;
     default :func:`part_names`).

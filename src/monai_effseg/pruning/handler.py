@@ -76,7 +76,6 @@ class SauronPruner:
         min_channels: never fewer channels per layer (2: the reference and its farthest channel).
         sampling: ``"last"`` (the authors'): the last forward's ``delta_prune``, a new random reference per forward;
             ``"epoch_average"``: the mean over the epoch's training forwards against one reference per epoch.
-        epoch_average: deprecated alias (``True``: ``"epoch_average"``, ``False``: ``"last"``); overrides ``sampling``.
         seed: seeds the reference channels (the same on every rank).
         warmup_epochs: ``tau`` stays at ``tau_min`` for epochs ``1..warmup_epochs`` (0, the paper: no warm-up).
         prune_epochs: prune at the end of epochs ``1..prune_epochs`` only; later epochs fine-tune the pruned network
@@ -103,7 +102,6 @@ class SauronPruner:
         require_plateau: bool = True,
         min_channels: int = 2,
         sampling: str = "last",
-        epoch_average: Optional[bool] = None,
         seed: int = 0,
         warmup_epochs: int = 0,
         prune_epochs: Optional[int] = None,
@@ -124,8 +122,6 @@ class SauronPruner:
             min_epochs=plateau_min_epochs, warmup_epochs=warmup_epochs, prune_epochs=prune_epochs,
         )  # fmt: skip
         self.min_channels = min_channels
-        if epoch_average is not None:
-            sampling = "epoch_average" if epoch_average else "last"
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling={sampling!r}: expected one of {SAMPLINGS}")
         self.sampling = sampling
