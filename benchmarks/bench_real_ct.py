@@ -9,9 +9,14 @@ so the figure is dominated by the sliding window over the resampled volume. Mirr
 ``--compare-optimize`` (issue 25) runs the bundle twice in one process on the same weights, ``optimize`` false
 (the eager network) then true (:func:`monai_effseg.deploy.optimize.optimize_for_inference`, what ``inference.json``
 runs on the CPU by default), and reports both times, their ratio and whether the label maps are identical.
+``--shape 512 512 100 --spacing 0.78125 0.78125 3`` first resamples the CT to that grid (KiTS19's typical scan).
+BatchNorm statistics are calibrated on patches of the preprocessed CT (``--no-calibrate`` keeps a fresh network's
+mean 0 / variance 1): a network with uncalibrated BatchNorm computes outputs no trained network does (activations
+that grow layer after layer), and its label map is then decided by rounding.
 
     python benchmarks/bench_real_ct.py [--bundle kits_nnunet_baseline] [--threads 2] [--mirror] [--json out.json]
-    python benchmarks/bench_real_ct.py --compare-optimize --bundle kits_efficientunet --threads 2 --json out.json
+    python benchmarks/bench_real_ct.py --compare-optimize --bundle kits_efficientunet --threads 2 \
+        --shape 512 512 100 --spacing 0.78125 0.78125 3 --json out.json
 """
 
 from __future__ import annotations
@@ -34,12 +39,43 @@ REPO = Path(__file__).resolve().parents[1]
 CT = REPO / "tests" / "data" / "abdomen_ct_3mm" / "ct.nii.gz"
 
 
+def calibrate_batchnorm(net: torch.nn.Module, parser: ConfigParser, ct: Path, patches: int = 2) -> bool:
+    """Set every BatchNorm's running statistics from ``patches`` random patches of the bundle-preprocessed CT, as
+    training leaves them; staged networks get random inputs per stage. Returns whether the network has BatchNorm."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    for m in norms:
+        m.momentum = None  # cumulative average over the calibration batch
+        m.reset_running_stats()
+    patch = [int(v) for v in parser.get_parsed_content("patch_size")]
+    stages = [getattr(net, n) for n in getattr(net, "inference_stages", ())]
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        if stages:
+            for stage in stages:
+                first = next(m for m in stage.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+                stage.train()(torch.randn(patches, first.weight.shape[1], *patch))
+        else:
+            image = torch.as_tensor(parser.get_parsed_content("preprocessing")({"image": str(ct)})["image"])
+            crops = []
+            for _ in range(patches):
+                starts = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(image.shape[1:], patch)]
+                crop = image[(slice(None), *(slice(s, s + p) for s, p in zip(starts, patch)))]
+                pad = [v for n, p in zip(reversed(crop.shape[1:]), reversed(patch)) for v in (0, p - n)]
+                crops.append(torch.nn.functional.pad(crop, pad))
+            net.train()(torch.stack(crops).float())
+    net.eval()
+    return True
+
+
 def run(
     bundle: str = "kits_nnunet_baseline",
     ct: Path = CT,
     threads: int = 2,
     mirror: bool = False,
     optimize: tuple = (None,),
+    calibrate: bool = True,
 ) -> dict:
     """One bundle run per entry of ``optimize`` (``None``: the config's default; ``False``/``True``: the
     ``optimize`` key), on the same fresh weights; times and labels of the last run, plus ``runs`` with each."""
@@ -55,6 +91,7 @@ def run(
         parser.update({"bundle_root": str(root), **overrides})
         torch.manual_seed(0)
         net = parser.get_parsed_content("network_def")
+        calibrated = calibrate and calibrate_batchnorm(net, parser, ct)
         torch.save(net.state_dict(), tmp / "model.pt")
         params = sum(p.numel() for p in net.parameters())
         runs, maps = [], []
@@ -81,13 +118,15 @@ def run(
         "params": params, "threads": threads, "mirror_tta": mirror, "seconds": seconds,
         "voxels_per_s": float(np.prod(src.shape)) / seconds,
         "shape_equal": seg.shape == src.shape, "affine_equal": bool(np.array_equal(seg.affine, src.affine)),
-        "labels": labels, "runs": runs, "voxels_differing_from_first_run": differ,
+        "labels": labels, "runs": runs, "voxels_differing_from_first_run": differ, "batchnorm_calibrated": calibrated,
     }  # fmt: skip
 
 
-def compare_optimize(bundle: str, ct: Path = CT, threads: int = 2, mirror: bool = False) -> dict:
+def compare_optimize(
+    bundle: str, ct: Path = CT, threads: int = 2, mirror: bool = False, calibrate: bool = True
+) -> dict:
     """Eager, then optimized, in one process on the same weights: both times, their ratio, identical labels."""
-    r = run(bundle, ct, threads, mirror, optimize=(False, True))
+    r = run(bundle, ct, threads, mirror, optimize=(False, True), calibrate=calibrate)
     eager, optimized = r["runs"]
     r.update(eager_s=eager["seconds"], optimized_s=optimized["seconds"],
              speedup=eager["seconds"] / optimized["seconds"],
@@ -109,11 +148,26 @@ def main() -> None:
         action="store_true",
         help="eager and optimize_for_inference side by side: both times, ratio, identical labels",
     )
+    parser.add_argument("--shape", type=int, nargs=3, default=None, help="resample the CT to this grid first")
+    parser.add_argument("--spacing", type=float, nargs=3, default=(0.78125, 0.78125, 3.0), help="with --shape")
+    parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                        help="keep a fresh network's BatchNorm statistics (mean 0, variance 1)")  # fmt: skip
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.shape:
+            from bench_inference import make_ct  # imports this module: import it once this one is loaded
+
+            args.ct = Path(tmp) / f"ct_{'x'.join(map(str, args.shape))}.nii.gz"
+            print(f"resampled CT: {make_ct(args.ct, args.shape, args.spacing)}", flush=True)
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
     if args.compare_optimize:
-        r = compare_optimize(args.bundle, args.ct, args.threads, args.mirror)
+        r = compare_optimize(args.bundle, args.ct, args.threads, args.mirror, args.calibrate)
+        weights = "fresh weights, BatchNorm calibrated on the CT" if r["batchnorm_calibrated"] else "fresh weights"
         print(
-            f"{r['bundle']} ({r['params']:,} params, fresh weights) on {r['ct']}: {r['shape']} at {r['spacing']} mm, "
+            f"{r['bundle']} ({r['params']:,} params, {weights}) on {r['ct']}: {r['shape']} at {r['spacing']} mm, "
             f"{r['threads']} threads, mirror TTA {'on' if r['mirror_tta'] else 'off'}"
         )
         print(f"eager {r['eager_s']:.1f} s, optimized {r['optimized_s']:.1f} s: {r['speedup']:.2f}x wall "
@@ -123,7 +177,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(r, indent=2))
         return
-    r = run(args.bundle, args.ct, args.threads, args.mirror)
+    r = run(args.bundle, args.ct, args.threads, args.mirror, calibrate=args.calibrate)
     print(f"{r['bundle']} ({r['params']:,} params, fresh weights) on {r['ct']}: {r['shape']} at {r['spacing']} mm")
     print(f"wall {r['seconds']:.1f} s on {r['threads']} threads, mirror TTA {'on' if r['mirror_tta'] else 'off'}: "
           f"{r['voxels_per_s']:,.0f} input voxels/s")  # fmt: skip

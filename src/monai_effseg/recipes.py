@@ -8,6 +8,12 @@ Layout (at the repository root)::
     recipes/families/X.json  a delta shared by a family of bundles (``lits``: the 2D/3D liver-then-tumour pipeline)
     recipes/<bundle>.json  one bundle: ``{"extends": family (optional), "<file>.json": {id: value, ...}, ...}``
 
+Two files are optional, written only for the bundles whose delta (or family) names them (``{}`` for no change):
+``inference_fast.json`` (the coarse-to-fine CPU overlay) and ``localizer.json``, a whole training config: the
+template's ``train.json`` with ``recipes/template/localizer.json`` applied as a delta (the same small localizer
+for every bundle) and the bundle's own dataset and classes (``INHERITED_KEYS`` of its ``train.json``), then the
+bundle's own ``"localizer.json"`` entries.
+
 A delta for one file maps MONAI config ids (``#`` between levels, list positions as numbers) to values, applied to
 the raw (unparsed) JSON in order, family first:
 
@@ -31,7 +37,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILES = ("metadata.json", "train.json", "demo.json", "inference.json", "evaluate.json",
-                "multi_gpu_train.json", "logging.conf")  # fmt: skip
+                "multi_gpu_train.json", "logging.conf", "inference_fast.json", "localizer.json")  # fmt: skip
+OPTIONAL_FILES = ("inference_fast.json", "localizer.json")
+DERIVED_FILES = {"localizer.json": "train.json"}  # file -> the template file it is a delta of
+# what a derived file takes from the bundle's own rendered base file: the data and the classes it trains on
+INHERITED_KEYS = ("dataset_dir", "dataset_layout", "num_classes", "eval_protocol", "val_fraction", "exclude_cases")
 WIDTH = 120
 _START = object()  # cursor: insert at the beginning of a dict
 
@@ -158,11 +168,17 @@ def render(name: str, recipes: Path) -> dict[str, str]:
         )
     out = {}
     for file in CONFIG_FILES:
+        if file in OPTIONAL_FILES and not any(file in delta for delta in deltas):
+            continue
         text = (recipes / "template" / file).read_text(encoding="utf-8")
         if not file.endswith(".json"):
             out[file] = text
             continue
         config = json.loads(text)
+        if file in DERIVED_FILES:
+            base = json.loads((recipes / "template" / DERIVED_FILES[file]).read_text(encoding="utf-8"))
+            own = json.loads(out[DERIVED_FILES[file]])
+            config = apply_delta(base, {**config, **{k: own[k] for k in INHERITED_KEYS if k in own}})
         for delta in deltas:
             config = apply_delta(config, delta.get(file, {}))
         out[file] = format_json(config)
@@ -176,9 +192,10 @@ def sync(root: Path = REPO, check: bool = False) -> list[str]:
     for name in recipe_names(recipes):
         configs = root / "bundles" / name / "configs"
         # a config no recipe makes (delete it, or add it to the template)
+        rendered = render(name, recipes)
         differ += [str(p.relative_to(root)) + " (not generated)" for p in sorted(configs.glob("*"))
-                   if p.name not in CONFIG_FILES and p.is_file()]  # fmt: skip
-        for file, text in render(name, recipes).items():
+                   if p.name not in rendered and p.is_file()]  # fmt: skip
+        for file, text in rendered.items():
             path = root / "bundles" / name / "configs" / file
             if path.is_file() and path.read_text(encoding="utf-8") == text:
                 continue
