@@ -27,20 +27,30 @@ from report_format import cpu_seconds, error_message, log_tail, redirect_output
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_ct(path: Path, shape: Sequence[int], spacing: Sequence[float]) -> dict:
+def make_ct(
+    path: Path,
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    sources: Sequence[Path] | None = None,
+    order: int = 1,
+    fill: float = -1024.0,
+) -> dict:
     """A CT of ``shape`` (x, y, z) at ``spacing`` mm, RAS, int16 HU: tests/data/abdomen_ct_3mm resampled (linear)
-    and centre-cropped / padded with air, or, where that file is missing, a synthetic body ellipse with kidneys."""
+    and centre-cropped / padded with air, or, where that file is missing, a synthetic body ellipse with kidneys.
+    ``sources`` (summed), ``order`` and ``fill`` put other images of that CT on the same grid (its masks:
+    ``order=0, fill=0``)."""
     import nibabel as nib
     import numpy as np
     from scipy import ndimage
 
     shape, spacing = tuple(int(v) for v in shape), tuple(float(v) for v in spacing)
-    if CT_SOURCE.is_file():
-        src = nib.as_closest_canonical(nib.load(str(CT_SOURCE)))
-        data = np.asanyarray(src.dataobj).astype(np.float32)
-        zoom = [z / s for z, s in zip(src.header.get_zooms()[:3], spacing)]
-        data = ndimage.zoom(data, zoom, order=1)
-        out = np.full(shape, -1024.0, dtype=np.float32)
+    sources = [CT_SOURCE] if sources is None else list(sources)
+    if all(Path(f).is_file() for f in sources):
+        images = [nib.as_closest_canonical(nib.load(str(f))) for f in sources]
+        data = sum(np.asanyarray(i.dataobj).astype(np.float32) for i in images)
+        zoom = [z / s for z, s in zip(images[0].header.get_zooms()[:3], spacing)]
+        data = ndimage.zoom(data, zoom, order=order)
+        out = np.full(shape, fill, dtype=np.float32)
         src_sl, dst_sl = [], []
         for n_src, n_dst in zip(data.shape, shape):
             if n_src >= n_dst:
@@ -52,7 +62,7 @@ def make_ct(path: Path, shape: Sequence[int], spacing: Sequence[float]) -> dict:
                 src_sl.append(slice(0, n_src))
                 dst_sl.append(slice(start, start + n_src))
         out[tuple(dst_sl)] = data[tuple(src_sl)]
-        source = f"{CT_SOURCE.relative_to(REPO)} (3 mm, resampled)"
+        source = ", ".join(f"{Path(f).relative_to(REPO)} (3 mm, resampled)" for f in sources)
     else:
         rng = np.random.default_rng(0)
         x, y = np.ogrid[: shape[0], : shape[1]]

@@ -216,8 +216,8 @@ def bundle_kind(bundle: str) -> str:
 #     <!-- results: docs/benchmarks.json#demos/BUNDLE -->  ...rendered text...  <!-- /results -->
 # ``python benchmarks/run_all.py`` (also ``--report-only``) re-renders it; tests/test_doc_figures.py fails when the
 # text differs from what the cited file renders to.
-RESULTS_BLOCK = re.compile(r"(<!-- results: (?P<source>[^#\s]+)#demos/(?P<bundle>[\w-]+) -->\n)(?P<body>.*?)"
-                           r"(?P<end><!-- /results -->)", re.S)  # fmt: skip
+RESULTS_BLOCK = re.compile(r"(<!-- results: (?P<source>[^#\s]+)#(?P<section>\w+)/(?P<bundle>[\w-]+) -->\n)"
+                           r"(?P<body>.*?)(?P<end><!-- /results -->)", re.S)  # fmt: skip
 DEMO_PLOT = "demo_curve.png"  # next to the README: bundles/<bundle>/docs/demo_curve.png
 
 
@@ -265,12 +265,51 @@ def render_bundle_demo(record: dict, bundle: str, source: str) -> str:
     ])  # fmt: skip
 
 
+def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
+    """Markdown of one bundle's rows of ``benchmarks/bench_fast_ct.py``'s results file ``source``: both paths' time
+    per CT, and their hold-out Dice on the demo model where ``--accuracy`` ran."""
+    rows = [r for r in results.get("rows", []) if r["bundle"] == bundle]
+    lines = [
+        f"Whole-CT inference, end to end (load to NIfTI written), {results['threads']} CPU threads, paper-size network "
+        f"with fresh weights, mirror TTA off in both paths; measured {results['measured_at'][:10]} on "
+        f"{results['machine'].get('cpu')}. Rendered from `{source}`: `python benchmarks/bench_fast_ct.py "
+        "--json docs/fast_ct.json` measures it, `python benchmarks/run_all.py --report-only` re-renders this block.",
+        "",
+    ]
+    table = []
+    for ct in dict.fromkeys(r["ct"] for r in rows):
+        by = {r["mode"]: r for r in rows if r["ct"] == ct}
+        fast, full = by.get("fast"), by.get("full")
+        table.append([ct, f"{full['wall_s']:.0f}" if full else "-", f"{fast['wall_s']:.0f}" if fast else "-",
+                      f"{full['wall_s'] / fast['wall_s']:.1f}x" if fast and full else "-",
+                      f"{fast['peak_rss_gb']:.1f}" if fast else "-",
+                      f"{fast['box_fraction']:.0%}" if fast else "-"])  # fmt: skip
+    lines += [md_table(["CT", "full path (s)", "fast path (s)", "speed-up", "fast peak memory (GB)",
+                        "share of the volume in kidney boxes"], table), ""]  # fmt: skip
+    acc = next((a for a in results.get("accuracy", []) if a["bundle"] == bundle), None)
+    if acc:
+        kidney = "kidney_dice" if acc["protocol"] == "kits19" else "kidney_and_mass_dice"
+        lines += [
+            f"On this bundle's demo model (its hold-out phantoms, localizer trained on the demo cases): hold-out "
+            f"{kidney.replace('_', ' ')} {fnum(acc['full'][kidney])} full, {fnum(acc['fast'][kidney])} fast; tumour "
+            f"Dice {fnum(acc['full']['tumor_dice'])} full, {fnum(acc['fast']['tumor_dice'])} fast; the two paths' "
+            f"kidney-and-mass masks agree with Dice >= {fnum(min(acc['agreement'].values()))} on every case.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+RENDER_BLOCK = {
+    "demos": lambda results, bundle, source: render_bundle_demo(results["sections"]["demos"], bundle, source),
+    "fast_ct": render_bundle_fast,
+}
+
+
 def update_results_blocks(text: str, load: Any) -> str:
     """``text`` with every results block re-rendered; ``load(source)`` returns the parsed results file."""
 
     def render(m: re.Match) -> str:
-        record = load(m["source"])["sections"]["demos"]
-        return m.group(1) + render_bundle_demo(record, m["bundle"], m["source"]) + m["end"]
+        return m.group(1) + RENDER_BLOCK[m["section"]](load(m["source"]), m["bundle"], m["source"]) + m["end"]
 
     return RESULTS_BLOCK.sub(render, text)
 
@@ -371,7 +410,7 @@ def render_bundle_docs(repo: Path, bundles: Sequence[str]) -> None:
         new = update_results_blocks(text, load)
         if new != text:
             write_atomic(readme, new)
-        for m in RESULTS_BLOCK.finditer(new):
+        for m in (m for m in RESULTS_BLOCK.finditer(new) if m["section"] == "demos"):
             plot_bundle_demo(
                 load(m["source"])["sections"]["demos"]["data"]["bundles"][m["bundle"]], readme.parent / DEMO_PLOT
             )

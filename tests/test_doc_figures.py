@@ -33,16 +33,19 @@ def performance_section(bundle: str) -> str:
 def test_performance_block_matches_the_results_file_it_cites(bundle):
     section = performance_section(bundle)
     blocks = list(RESULTS_BLOCK.finditer(section))
-    assert [m["bundle"] for m in blocks] == [bundle], "one results block, for this bundle, in Performance"
-    assert (REPO / blocks[0]["source"]).is_file(), f"cited results file {blocks[0]['source']} is missing"
+    demos = [m["bundle"] for m in blocks if m["section"] == "demos"]
+    assert demos == [bundle], "one demo results block, for this bundle, in Performance"
+    assert all(m["bundle"] == bundle for m in blocks)
+    for m in blocks:
+        assert (REPO / m["source"]).is_file(), f"cited results file {m['source']} is missing"
     assert update_results_blocks(section, load) == section, (
-        f"{bundle}'s README disagrees with {blocks[0]['source']}: run `python benchmarks/run_all.py --report-only`"
+        f"{bundle}'s README disagrees with the results files it cites: run `python benchmarks/run_all.py --report-only`"
     )
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_performance_section_shows_the_demo_plot(bundle):
-    body = RESULTS_BLOCK.search(performance_section(bundle))["body"]
+    body = next(m for m in RESULTS_BLOCK.finditer(performance_section(bundle)) if m["section"] == "demos")["body"]
     assert f"]({DEMO_PLOT})" in body
     plot = REPO / "bundles" / bundle / "docs" / DEMO_PLOT
     assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -74,3 +77,24 @@ def test_demo_plot_takes_the_loss_from_the_history_or_the_sauron_handler(tmp_pat
     assert demo_losses(own) == [(10.0, 4.0), (20.0, 3.0), (30.0, 2.0)]
     assert plot_bundle_demo(own, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert plot_bundle_demo({**run, "history": []}, tmp_path / "q.png") is None
+
+
+def test_fast_path_block_renders_both_paths_and_the_accuracy():
+    from report_format import render_bundle_fast
+
+    row = {"bundle": "b", "ct": "512x512x100", "peak_rss_gb": 2.5, "box_fraction": 0.08}
+    results = {
+        "threads": 2, "measured_at": "2026-12-06T17:00:00", "machine": {"cpu": "Xeon"},
+        "rows": [{**row, "mode": "full", "wall_s": 300.0}, {**row, "mode": "fast", "wall_s": 40.0},
+                 {**row, "ct": "512x512x600", "mode": "fast", "wall_s": 45.0}],
+        "accuracy": [{"bundle": "b", "protocol": "kits21", "full": {"kidney_and_mass_dice": 0.9, "tumor_dice": 0.5},
+                      "fast": {"kidney_and_mass_dice": 0.895, "tumor_dice": 0.49}, "agreement": {"a": 0.99, "c": 0.985}}],
+    }  # fmt: skip
+    text = render_bundle_fast(results, "b", "docs/fast_ct.json")
+    assert "| 512x512x100 | 300 | 40 | 7.5x | 2.5 | 8% |" in text
+    assert "| 512x512x600 | - | 45 | - |" in text
+    assert "0.900 full, 0.895 fast" in text and ">= 0.985 on every case" in text
+    block = f"<!-- results: docs/fast_ct.json#fast_ct/b -->\n{text}<!-- /results -->"
+    assert update_results_blocks(block, lambda source: results) == block
+    results["rows"][1]["wall_s"] = 60.0
+    assert "| 512x512x100 | 300 | 60 | 5.0x |" in update_results_blocks(block, lambda source: results)

@@ -15,7 +15,7 @@ from monai_effseg.inferers import CoarseToFineInferer, SlidingWindowMirrorInfere
 from monai_effseg.nets import PlainUNet
 
 FAST_BUNDLES = [b for b in BUNDLES if (b / "configs" / "inference_fast.json").is_file()]
-LOCALIZER_KEYS = ("localizer_zoom", "localizer_features", "localizer_patch")
+LOCALIZER_KEYS = ("localizer_zoom", "localizer_features")
 
 
 def test_kidney_boxes_keep_the_pair_grow_by_the_margin_and_merge():
@@ -55,7 +55,7 @@ def _net() -> nn.Module:
 
 def test_fast_path_segments_each_box_as_the_network_does_and_background_elsewhere():
     image, net = _ct(), _net()
-    inferer = CoarseToFineInferer(ThresholdLocalizer(), localizer_patch=[16, 16, 16], zoom=(0.25, 0.25, 1.0),
+    inferer = CoarseToFineInferer(ThresholdLocalizer(), zoom=(0.25, 0.25, 1.0),
                                   margin_mm=4, divisible=4, overlap=0.25)  # fmt: skip
     with torch.no_grad():
         out = inferer(image[None], net)
@@ -80,7 +80,7 @@ def test_fast_path_segments_each_box_as_the_network_does_and_background_elsewher
 def test_fast_path_runs_the_whole_volume_when_the_localizer_finds_nothing(caplog):
     image, net = _ct(), _net()
     image[:] = 0.0
-    inferer = CoarseToFineInferer(ThresholdLocalizer(), localizer_patch=[16, 16, 16], divisible=4,
+    inferer = CoarseToFineInferer(ThresholdLocalizer(), divisible=4,
                                   max_window=[64, 64, 32], overlap=0.25)  # fmt: skip
     with torch.no_grad():
         out = inferer(image[None], net)
@@ -140,7 +140,7 @@ def test_train_the_localizer_then_run_fast_inference(bundle, tmp_path):
     scans, out = tmp_path / "scans", tmp_path / "segs"
     scans.mkdir()
     (scans / "case.nii.gz").write_bytes((data / "case_00000" / "imaging.nii.gz").read_bytes())
-    overrides.update(ckpt_path=str(models / "model.pt"), fingerprint_path=str(models / "fingerprint.json"), **tiny)
+    overrides.update(ckpt_path=str(models / "model.pt"), fingerprint_path=str(models / "fingerprint.json"))
     run_bundle(bundle, ["inference.json", "inference_fast.json"], "inference", input_dir=str(scans),
                output_dir=str(out), **overrides)  # fmt: skip
     seg, src = nib.load(out / "case.nii.gz"), nib.load(scans / "case.nii.gz")

@@ -96,9 +96,11 @@ def evaluate_holdout(
     protocol: str = "kits21",
     overrides: dict | None = None,
     layout: str = "auto",
+    configs: Sequence[str] = ("inference.json",),
 ) -> dict:
-    """Run the bundle's ``inference.json`` on a labelled hold-out set, then evaluate the written predictions
-    against the original labels (challenge metrics, per-case CSV, summary JSON, plot, best/worst overlays)."""
+    """Run the bundle's ``inference.json`` (or the ``configs`` overlay list, e.g. ``inference_fast.json`` after it)
+    on a labelled hold-out set, then evaluate the written predictions against the original labels (challenge
+    metrics, per-case CSV, summary JSON, plot, best/worst overlays)."""
     from monai_effseg.data import build_datalist
     from monai_effseg.metrics.report import evaluate_datalist, format_summary
 
@@ -107,7 +109,7 @@ def evaluate_holdout(
     # the case ids and paths come from file names, and ``overrides`` were resolved by the caller's parser: both go in
     # as literals, never as config text (a case named "$print(1)" must stay a name)
     literals = {**(overrides or {}), "input_dir": str(holdout_dir), "datalist": datalist, "output_dir": str(pred_dir)}
-    run_bundle(bundle_root, ["inference.json"], "inference", literals=literals)
+    run_bundle(bundle_root, list(configs), "inference", literals=literals)
     summary = evaluate_datalist(datalist, pred_dir, output_dir, protocol=protocol)
     name = Path(bundle_root).resolve().name  # "." when run from inside the bundle folder
     print(

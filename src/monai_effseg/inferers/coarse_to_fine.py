@@ -108,7 +108,8 @@ class CoarseToFineInferer(Inferer):
     Args:
         localizer: the trained low-resolution network (:func:`load_localizer`); same classes as the main network.
         zoom: downsampling of the input for the localizer, per spatial axis (0.25: a quarter of the voxels per axis).
-        localizer_patch: the localizer's sliding-window patch (on the downsampled volume).
+        localizer_divisible: the localizer's window (the whole downsampled volume, at most ``max_window`` per axis)
+            is rounded up to a multiple of this (2 ** its downsamplings).
         margin_mm: the box margin around each localized kidney (covers the localizer's coarse border and tumours
             that it under-segments).
         divisible: box windows are rounded up to a multiple of this per axis (2 ** the network's downsamplings).
@@ -123,8 +124,8 @@ class CoarseToFineInferer(Inferer):
     def __init__(
         self,
         localizer: nn.Module,
-        localizer_patch: Sequence[int],
         zoom: Sequence[float] = (0.25, 0.25, 1.0),
+        localizer_divisible: int = 16,
         margin_mm: float = 15.0,
         divisible: Union[int, Sequence[int]] = 32,
         max_window: Sequence[int] = (256, 256, 128),
@@ -150,7 +151,7 @@ class CoarseToFineInferer(Inferer):
         self.background_logit = float(background_logit)
         self.window_kwargs = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode, **kwargs}
         self.downsample = Zoom(self.zoom, mode="trilinear", keep_size=False)
-        self.localizer_window = SlidingWindowMirrorInferer(list(localizer_patch), **self.window_kwargs)
+        self.localizer_divisible = int(localizer_divisible)
         self.mirror_axes = tuple(mirror_axes)
         self.last_boxes: list[list[Box]] = []  # per image of the last call: what was segmented at full resolution
 
@@ -160,8 +161,10 @@ class CoarseToFineInferer(Inferer):
         small = _plain(self.downsample(image)).float()[None]  # the Zoomd of configs/localizer.json's training data
         small_size = small.shape[2:]
         device = next(self.localizer.parameters()).device
+        window = [min(math.ceil(n / self.localizer_divisible) * self.localizer_divisible, w)
+                  for n, w in zip(small_size, self.max_window)]  # fmt: skip
         with torch.no_grad():
-            logits = self.localizer_window(small.to(device), self.localizer)
+            logits = SlidingWindowMirrorInferer(window, **self.window_kwargs)(small.to(device), self.localizer)
         foreground = (_plain(logits)[0].argmax(0) > 0).cpu().numpy()
         spacing = spacing_of(image)
         margin = [math.ceil(self.margin_mm / s) for s in spacing]

@@ -1,0 +1,314 @@
+"""Issue 28: a whole abdominal CT through each KiTS bundle on a 2-thread CPU, fast path against full path.
+
+``full``: the bundle's ``inference.json`` as it runs on a CPU (``optimize_for_inference``), mirror TTA off (the
+default TTA runs every window 8 times: the full path here is the cheapest full pass). ``fast``: the same plus
+``inference_fast.json`` (a low-resolution localizer, then the network once per kidney box). Both end to end: load,
+preprocessing, inference, inversion, post-processing, NIfTI written; each run in a fresh process that reports its
+own peak resident memory.
+
+Weights are fresh (BatchNorm calibrated on the CT, as in ``bench_real_ct.py``); the localizer is fresh too, so the
+fast path's *boxes* come from the CT's reference kidney masks, grown exactly as the inferer grows a localizer's
+boxes (the margin plus one low-resolution voxel). The localizer still runs, so its cost is in the time; what is
+not measured here is whether a trained localizer finds the kidneys (the accuracy benchmark on trained models does).
+
+The CTs: tests/data/abdomen_ct_3mm resampled to 512 x 512 x 100 at 0.78 x 0.78 x 3 mm (KiTS19's typical scan) and
+to 512 x 512 x 600 at 0.78 x 0.78 x 0.8 mm (a thin-slice scan; air beyond the 336 mm the source covers).
+"Compute limit" is the FLOPs of every window the networks ran (counted per window shape) over this CPU's measured
+fp32 matmul rate on the same threads: the time the arithmetic alone would take.
+
+``--accuracy DEMO_WORK`` measures the other half: on each bundle's demo-trained model (the ``demos`` section of
+``run_all.py --work-dir DEMO_WORK`` keeps them), it trains the bundle's localizer on the same demo cases
+(``localizer.json``; demo sizes: 5 mm in-plane instead of 3.1 mm, the phantoms are 2.6 mm), then runs the hold-out
+phantoms through the full and the fast path: both paths' hold-out Dice and, per case, the Dice between the two
+paths' kidney-and-mass masks.
+
+    python benchmarks/bench_fast_ct.py [--bundles kits_nnunet_baseline ...] [--cts 100 600] [--full-on 100]
+        [--threads 2] [--json FILE]
+    python benchmarks/bench_fast_ct.py --accuracy /tmp/demo_work [--bundles ...] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import report_format as rf
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+KITS_FAST = ["kits_nnunet_baseline", "kits_efficientunet", "kits_residual_unet", "kits_mss_unet", "kits_sauron_nnunet"]
+MASKS = [REPO / "tests" / "data" / "abdomen_ct_3mm" / f"kidney_{side}.nii.gz" for side in ("left", "right")]
+CTS = {100: ((512, 512, 100), (0.78125, 0.78125, 3.0)), 600: ((512, 512, 600), (0.78125, 0.78125, 0.8))}
+
+
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """fp32 matrix-product rate of this CPU on ``threads`` threads (best of ``repeats``), in GFLOP/s."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def make_inputs(work: Path, slices: int) -> tuple[Path, Path]:
+    """The CT and its kidney mask on the grid of ``CTS[slices]``."""
+    from bench_inference import make_ct
+
+    shape, spacing = CTS[slices]
+    ct, mask = work / f"scans_{slices}" / "ct.nii.gz", work / f"mask_{slices}.nii.gz"
+    make_ct(ct, shape, spacing)
+    make_ct(mask, shape, spacing, sources=MASKS, order=0, fill=0.0)
+    return ct, mask
+
+
+def make_weights(bundle: str, ct: Path, models: Path, overrides: dict) -> None:
+    """Fresh network weights (BatchNorm calibrated on ``ct``) and a fresh localizer, where the fast path finds them."""
+    from bench_real_ct import calibrate_batchnorm
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(
+        [str(REPO / "bundles" / bundle / "configs" / f) for f in ("inference.json", "inference_fast.json")]
+    )
+    parser.update({"bundle_root": str(REPO / "bundles" / bundle), **overrides})
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def")
+    calibrate_batchnorm(net, parser, ct)
+    (models / "localizer").mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), models / "model.pt")
+    torch.save(parser.get_parsed_content("localizer_def").state_dict(), models / "localizer" / "model.pt")
+
+
+def run_child(spec: dict) -> dict:
+    """One bundle run in this process (``--child``): times, peak memory, FLOPs of the windows run, the boxes."""
+    from monai.bundle import ConfigParser
+
+    from monai_effseg.inferers import CoarseToFineInferer, SlidingWindowMirrorInferer, box_fraction, kidney_boxes
+    from monai_effseg.profile import count_flops
+    from monai_effseg.workflows import bundle_workflow
+
+    torch.set_num_threads(spec["threads"])
+    bundle = REPO / "bundles" / spec["bundle"]
+    files = ["inference.json"] + (["inference_fast.json"] if spec["mode"] == "fast" else [])
+    overrides = {"mirror_axes": [], "ckpt_path": spec["ckpt"], "fingerprint_path": spec["fingerprint"],
+                 "input_dir": str(Path(spec["ct"]).parent), "output_dir": spec["out"], **spec["overrides"]}  # fmt: skip
+    windows: list[tuple[str, tuple]] = []
+    localizer = None
+    original_call = SlidingWindowMirrorInferer.__call__
+
+    def recording_call(self, inputs, network, *args, **kwargs):
+        tag = "localizer" if network is localizer else "network"
+
+        def counted(x, *a, **k):
+            windows.append((tag, tuple(x.shape)))
+            return network(x, *a, **k)
+
+        return original_call(self, inputs, counted, *args, **kwargs)
+
+    SlidingWindowMirrorInferer.__call__ = recording_call
+    workflow = bundle_workflow(bundle, files, "inference", **overrides)
+    workflow.initialize()
+    parser = workflow.parser
+    inferer, boxes = parser.get_parsed_content("inferer"), None
+    if isinstance(inferer, CoarseToFineInferer):
+        localizer = inferer.localizer
+        label = _preprocessed_mask(parser, spec)
+        spacing = [float(s) for s in parser.get_parsed_content("fingerprint")["spacing"]]
+        margin = [math.ceil(inferer.margin_mm / s) + math.ceil(1 / z) for s, z in zip(spacing, inferer.zoom)]
+        boxes = kidney_boxes(label > 0, margin, inferer.second_min_ratio, inferer.max_components)
+        localize = inferer.localize
+        inferer.localize = lambda image: (localize(image), boxes)[1]  # the localizer runs; the reference boxes are used
+    start = time.perf_counter()
+    workflow.run()
+    wall = time.perf_counter() - start
+    workflow.finalize()
+    nets = {"network": ConfigParser(parser.get()).get_parsed_content("network_def")}
+    if boxes is not None:
+        nets["localizer"] = ConfigParser(parser.get()).get_parsed_content("localizer_def")
+    flops = {tag: 0 for tag in nets}
+    for (tag, shape), count in _count(windows):
+        flops[tag] += count * count_flops(nets[tag], shape, parts=[])["network"]
+    segs = sorted(Path(spec["out"]).glob("*.nii*"))
+    return {
+        "bundle": spec["bundle"], "mode": spec["mode"], "ct": spec["ct_name"], "wall_s": wall,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "flops": sum(flops.values()), "flops_by_net": flops, "windows": len(windows),
+        "boxes": [list(map(list, b)) for b in boxes] if boxes else None,
+        "box_fraction": box_fraction(boxes, label.shape) if boxes else 1.0,
+        "segmentation": str(segs[0]) if segs else None,
+    }  # fmt: skip
+
+
+def _count(windows: list) -> list:
+    counts: dict = {}
+    for w in windows:
+        counts[w] = counts.get(w, 0) + 1
+    return list(counts.items())
+
+
+def _preprocessed_mask(parser, spec: dict) -> np.ndarray:
+    """The reference kidney mask through the bundle's own preprocessing (nearest neighbour): the grid the inferer
+    sees."""
+    from monai_effseg.transforms import ct_preprocessing
+
+    fingerprint = parser.get_parsed_content("fingerprint")
+    pre = ct_preprocessing(fingerprint, keys=["image", "label"])
+    return np.asarray(pre({"image": spec["ct"], "label": spec["mask"]})["label"][0])
+
+
+def child_run(spec: dict) -> dict:
+    """``run_child`` in a fresh process (its own peak memory, nothing warm from the previous run)."""
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                         encoding="utf-8", env={**os.environ, "OMP_NUM_THREADS": str(spec["threads"])})  # fmt: skip
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"{spec['bundle']} {spec['mode']} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def agreement(a: str, b: str) -> float:
+    """Dice of the kidney-and-mass masks (label > 0) of two label maps: how far the fast path moved the answer."""
+    import nibabel as nib
+
+    x, y = (np.asarray(nib.load(p).dataobj) > 0 for p in (a, b))
+    total = int(x.sum()) + int(y.sum())
+    return 1.0 if total == 0 else 2.0 * int((x & y).sum()) / total
+
+
+DEMO_LOCALIZER = {"localizer_zoom": [0.5, 0.5, 1.0], "localizer_patch": [48, 48, 32]}
+
+
+def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict:
+    """Localizer training on the demo cases, then the hold-out phantoms through both paths (see the module doc)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from bundle_utils import demo_value
+
+    from monai_effseg.workflows import evaluate_holdout, run_bundle
+
+    root, work = REPO / "bundles" / bundle, demo_work / "demos" / bundle
+    models = work / "models"
+    if not (models / "model.pt").is_file():
+        raise FileNotFoundError(
+            f"{models / 'model.pt'}: run benchmarks/run_all.py --sections demos --work-dir {demo_work}"
+        )
+    start = time.perf_counter()
+    run_bundle(root, ["localizer.json"], "train", literals={
+        "dataset_dir": demo_value(root, "dataset_dir"), "model_dir": str(models), "model_eval_dir": str(work / "eval"),
+        "max_epochs": epochs, "iterations_per_epoch": iterations, "val_interval": epochs, "num_workers": 0,
+        **DEMO_LOCALIZER})  # fmt: skip
+    localizer_s = time.perf_counter() - start
+    overrides = demo_value(root, "demo_inference_overrides", ckpt_dir=str(models))
+    holdout, protocol = demo_value(root, "holdout_dir"), demo_value(root, "eval_protocol")
+    row = {"bundle": bundle, "localizer_train_s": localizer_s, "holdout_dir": str(holdout), "protocol": protocol}
+    for mode, configs, extra in (("full", ["inference.json"], {}), ("fast", ["inference.json", "inference_fast.json"],
+                                                                      DEMO_LOCALIZER)):  # fmt: skip
+        start = time.perf_counter()
+        summary = evaluate_holdout(root, holdout, work / f"holdout_{mode}", protocol, {**overrides, **extra},
+                                   configs=configs)  # fmt: skip
+        row[mode] = {k: v["mean"] for k, v in summary["metrics"].items() if isinstance(v, dict) and "mean" in v}
+        row[f"{mode}_s"] = time.perf_counter() - start
+    full_dir, fast_dir = work / "holdout_full" / "predictions", work / "holdout_fast" / "predictions"
+    row["agreement"] = {p.name: agreement(str(p), str(fast_dir / p.name)) for p in sorted(full_dir.rglob("*.nii.gz"))}
+    return row
+
+
+def print_accuracy(rows: list[dict]) -> None:
+    print(f"\n{'bundle':22s} {'kidney full':>11s} {'fast':>6s} {'tumour full':>11s} {'fast':>6s} "
+          f"{'full-vs-fast kidney Dice (min over cases)':>42s}")  # fmt: skip
+    for r in rows:
+        kidney = "kidney_dice" if r["protocol"] == "kits19" else "kidney_and_mass_dice"
+        print(f"{r['bundle']:22s} {r['full'][kidney]:11.3f} {r['fast'][kidney]:6.3f} {r['full']['tumor_dice']:11.3f} "
+              f"{r['fast']['tumor_dice']:6.3f} {min(r['agreement'].values()):42.3f}")  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundles", nargs="+", default=KITS_FAST, choices=KITS_FAST)
+    p.add_argument("--cts", nargs="+", type=int, default=[100, 600], choices=sorted(CTS))
+    p.add_argument("--full-on", nargs="*", type=int, default=[100], help="CTs (slices) that also run the full path")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--smoke", action="store_true", help="the baseline at a quarter of its widths, 100-slice CT only")
+    p.add_argument("--accuracy", type=Path, default=None, metavar="DEMO_WORK", help="see the module doc")
+    p.add_argument("--localizer-epochs", type=int, default=20)
+    p.add_argument("--localizer-iterations", type=int, default=20)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(run_child(json.loads(args.child))), flush=True)
+        return
+    torch.set_num_threads(args.threads)
+    if args.accuracy:
+        rows = [accuracy(b, args.accuracy, args.localizer_epochs, args.localizer_iterations) for b in args.bundles]
+        print_accuracy(rows)
+        if args.json:
+            save(args.json, "accuracy", rows, {"accuracy_measured_at": rf.now_iso()})
+        return
+    overrides = {"features": [8, 16, 32, 64, 80, 80]} if args.smoke else {}
+    if args.smoke:
+        args.bundles, args.cts = ["kits_nnunet_baseline"], [100]
+    gflops = matmul_gflops(args.threads)
+    print(f"this CPU: {gflops:.0f} GFLOP/s fp32 matmul on {args.threads} threads", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        inputs = {n: make_inputs(work, n) for n in args.cts}
+        for bundle in args.bundles:
+            models = work / bundle / "models"
+            make_weights(bundle, inputs[args.cts[0]][0], models, overrides)
+            for n in args.cts:
+                ct, mask = inputs[n]
+                for mode in ["full", "fast"] if n in args.full_on else ["fast"]:
+                    spec = {"bundle": bundle, "mode": mode, "threads": args.threads, "ct": str(ct), "mask": str(mask),
+                            "ct_name": f"512x512x{n}", "ckpt": str(models / "model.pt"),
+                            "fingerprint": str(models / "none.json"), "out": str(work / bundle / f"segs_{n}_{mode}"),
+                            "overrides": overrides}  # fmt: skip
+                    row = child_run(spec)
+                    row["compute_limit_s"] = row["flops"] / (gflops * 1e9)
+                    rows.append(row)
+                    print(f"{bundle:22s} {row['ct']:12s} {mode:4s} {row['wall_s']:7.1f} s  peak {row['peak_rss_gb']:5.2f} GB  "
+                          f"{row['flops'] / 1e12:6.2f} TFLOP in {row['windows']:3d} windows (limit {row['compute_limit_s']:5.1f} s)  "
+                          f"boxes {row['box_fraction']:.1%} of the volume", flush=True)  # fmt: skip
+            if args.json:  # after each bundle: a run cut short keeps what it measured
+                save(args.json, "rows", rows, {"threads": args.threads, "matmul_gflops": gflops, "smoke": args.smoke})
+        print_table(rows)
+
+
+def save(path: Path, key: str, rows: list[dict], extra: dict) -> None:
+    """Merge ``rows`` into the results file ``path`` (its other bundles' rows are kept), atomically."""
+    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"generator": Path(__file__).name}
+    measured = {r["bundle"] for r in rows}
+    results[key] = [r for r in results.get(key, []) if r["bundle"] not in measured] + rows
+    results.update(extra, measured_at=rf.now_iso(), machine=rf.machine_info())
+    rf.write_atomic(path, json.dumps(rf.clean(results), indent=1) + "\n")
+    print(f"results: {path} ({key})")
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'bundle':22s} {'CT':12s} {'full s':>7s} {'fast s':>7s} {'speed-up':>8s} {'fast peak GB':>12s} "
+          f"{'fast / compute limit':>20s}")  # fmt: skip
+    for bundle in dict.fromkeys(r["bundle"] for r in rows):
+        for ct in dict.fromkeys(r["ct"] for r in rows if r["bundle"] == bundle):
+            by = {r["mode"]: r for r in rows if r["bundle"] == bundle and r["ct"] == ct}
+            fast, full = by["fast"], by.get("full")
+            ratio = f"{full['wall_s'] / fast['wall_s']:.1f}x" if full else "-"
+            print(f"{bundle:22s} {ct:12s} {full['wall_s'] if full else float('nan'):7.1f} {fast['wall_s']:7.1f} "
+                  f"{ratio:>8s} {fast['peak_rss_gb']:12.2f} {fast['wall_s'] / fast['compute_limit_s']:19.1f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
