@@ -244,7 +244,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="the baseline at a quarter of its widths, 100-slice CT only")
     p.add_argument("--accuracy", type=Path, default=None, metavar="DEMO_WORK", help="see the module doc")
-    p.add_argument("--localizer-epochs", type=int, default=20)
+    p.add_argument("--localizer-epochs", type=int, default=30)
     p.add_argument("--localizer-iterations", type=int, default=20)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
