@@ -289,10 +289,11 @@ def main() -> None:
 
 
 def save(path: Path, key: str, rows: list[dict], extra: dict) -> None:
-    """Merge ``rows`` into the results file ``path`` (its other bundles' rows are kept), atomically."""
+    """Merge ``rows`` into the results file ``path`` (rows of other bundles, CTs and modes are kept), atomically."""
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"generator": Path(__file__).name}
-    measured = {r["bundle"] for r in rows}
-    results[key] = [r for r in results.get(key, []) if r["bundle"] not in measured] + rows
+    ident = (lambda r: (r["bundle"], r.get("ct"), r.get("mode"))) if key == "rows" else (lambda r: r["bundle"])
+    measured = {ident(r) for r in rows}
+    results[key] = [r for r in results.get(key, []) if ident(r) not in measured] + rows
     results.update(extra, measured_at=rf.now_iso(), machine=rf.machine_info())
     rf.write_atomic(path, json.dumps(rf.clean(results), indent=1) + "\n")
     print(f"results: {path} ({key})")

@@ -269,6 +269,11 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
     """Markdown of one bundle's rows of ``benchmarks/bench_fast_ct.py``'s results file ``source``: both paths' time
     per CT, and their hold-out Dice on the demo model where ``--accuracy`` ran."""
     rows = [r for r in results.get("rows", []) if r["bundle"] == bundle]
+    if not rows:
+        return (
+            f"Not measured yet: `python benchmarks/bench_fast_ct.py --bundles {bundle} --json docs/fast_ct.json` "
+            f"writes this bundle's rows into `{source}`.\n"
+        )
     lines = [
         f"Whole-CT inference, end to end (load to NIfTI written), {results['threads']} CPU threads, paper-size network "
         f"with fresh weights, mirror TTA off in both paths; measured {results['measured_at'][:10]} on "

@@ -98,3 +98,10 @@ def test_fast_path_block_renders_both_paths_and_the_accuracy():
     assert update_results_blocks(block, lambda source: results) == block
     results["rows"][1]["wall_s"] = 60.0
     assert "| 512x512x100 | 300 | 60 | 5.0x |" in update_results_blocks(block, lambda source: results)
+
+
+def test_fast_path_block_of_an_unmeasured_bundle_says_how_to_measure_it():
+    from report_format import render_bundle_fast
+
+    text = render_bundle_fast({"rows": [], "threads": 2}, "kits_mss_unet", "docs/fast_ct.json")
+    assert "Not measured yet" in text and "--bundles kits_mss_unet" in text

@@ -66,11 +66,19 @@ def test_fast_path_segments_each_box_as_the_network_does_and_background_elsewher
         (x0, x1), (y0, y1), (z0, z1) = box
         assert x0 <= 10 - 4 and x1 >= 30 + 4 or x0 <= 66 - 4 and x1 >= 86 + 4  # the kidney and its 4 mm margin
         assert y0 <= 40 - 4 and y1 >= 60 + 4 and z0 <= 8 - 2 and z1 >= 20 + 2  # 2 voxels of 2 mm in z
-        crop = image[0:1, x0:x1, y0:y1, z0:z1][None]
+        # the network ran on the box grown with real CT around it to the window's size, then cut back to the box
+        (cx0, cx1), (cy0, cy1), (cz0, cz1) = context = inferer.context_box(box, image.shape[1:])
+        assert all(c_lo <= lo and hi <= c_hi for (lo, hi), (c_lo, c_hi) in zip(box, context))
+        assert [c_hi - c_lo for c_lo, c_hi in context] == [
+            min(w, n) for w, n in zip(inferer.window_for(box), (96, 96, 32))
+        ]
+        crop = image[0:1, cx0:cx1, cy0:cy1, cz0:cz1][None]
         window = SlidingWindowMirrorInferer(inferer.window_for(box), overlap=0.25)
         with torch.no_grad():
-            expected = window(crop.as_tensor(), net)
-        torch.testing.assert_close(out[0][:, x0:x1, y0:y1, z0:z1], expected[0])
+            expected = window(crop.as_tensor(), net)[0][
+                :, x0 - cx0 : x1 - cx0, y0 - cy0 : y1 - cy0, z0 - cz0 : z1 - cz0
+            ]
+        torch.testing.assert_close(out[0][:, x0:x1, y0:y1, z0:z1], expected)
         covered[x0:x1, y0:y1, z0:z1] = True
     outside = out[0][:, ~covered]
     assert torch.all(outside[0] == 20.0) and torch.all(outside[1] == 0.0)
@@ -146,3 +154,20 @@ def test_train_the_localizer_then_run_fast_inference(bundle, tmp_path):
     seg, src = nib.load(out / "case.nii.gz"), nib.load(scans / "case.nii.gz")
     assert seg.shape == src.shape
     np.testing.assert_allclose(seg.affine, src.affine, atol=1e-5)
+
+
+def test_with_the_training_patch_each_box_is_covered_by_patch_windows_with_real_context():
+    image, net = _ct(), _net()
+    inferer = CoarseToFineInferer(ThresholdLocalizer(), margin_mm=4, roi_size=[32, 32, 16], overlap=0.5)
+    with torch.no_grad():
+        out = inferer(image[None], net)
+    for box in inferer.last_boxes[0]:
+        assert inferer.window_for(box) == [32, 32, 16]
+        context = inferer.context_box(box, image.shape[1:])
+        assert all(c_hi - c_lo >= min(w, hi - lo) for (lo, hi), (c_lo, c_hi), w in zip(box, context, [32, 32, 16]))
+    # the localizer finding nothing gives exactly the full pass: the same windows over the whole volume
+    image[:] = 0.0
+    with torch.no_grad():
+        out = inferer(image[None], net)
+        full = SlidingWindowMirrorInferer([32, 32, 16], overlap=0.5)(image[None].as_tensor(), net)
+    torch.testing.assert_close(out, full)

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -114,6 +114,11 @@ class CoarseToFineInferer(Inferer):
             that it under-segments).
         divisible: box windows are rounded up to a multiple of this per axis (2 ** the network's downsamplings).
         max_window: the largest single window per axis; larger boxes are covered by overlapping windows this size.
+        roi_size: the network's training patch: the boxes are then covered by overlapping windows of that size (the
+            full pass's windows; the default in the bundles' ``inference_fast.json``), each box first grown with
+            the CT around it to at least that size. ``None``: one window of the box's own size (fewer FLOPs; a
+            network sensitive to the window's size, as an InstanceNorm network trained briefly can be, then drifts
+            from the full pass).
         second_min_ratio, max_components: the kidney-pair rule applied to the localizer's foreground.
         background_logit: the background logit written outside the boxes.
         sw_batch_size, overlap, mode, mirror_axes, kwargs: the windows' settings
@@ -129,6 +134,7 @@ class CoarseToFineInferer(Inferer):
         margin_mm: float = 15.0,
         divisible: Union[int, Sequence[int]] = 32,
         max_window: Sequence[int] = (256, 256, 128),
+        roi_size: Optional[Sequence[int]] = None,
         second_min_ratio: float = 0.1,
         max_components: int = 2,
         background_logit: float = 20.0,
@@ -146,6 +152,7 @@ class CoarseToFineInferer(Inferer):
             [int(divisible)] * len(self.zoom) if isinstance(divisible, int) else [int(d) for d in divisible]
         )
         self.max_window = [int(w) for w in max_window]
+        self.roi_size = None if roi_size is None else [int(r) for r in roi_size]
         self.second_min_ratio = second_min_ratio
         self.max_components = max_components
         self.background_logit = float(background_logit)
@@ -180,13 +187,29 @@ class CoarseToFineInferer(Inferer):
         return _merge_overlapping(boxes)
 
     def window_for(self, box: Box) -> list[int]:
-        """One window covering ``box``: its size rounded up to ``divisible``, at most ``max_window`` per axis."""
+        """The window over ``box``: the network's training patch (``roi_size``) where one is given, else one window of
+        the box's size rounded up to ``divisible``; at most ``max_window`` per axis."""
+        if self.roi_size is not None:
+            return list(self.roi_size)
         return [min(math.ceil((hi - lo) / d) * d, w) for (lo, hi), d, w in zip(box, self.divisible, self.max_window)]
 
+    def context_box(self, box: Box, shape: Sequence[int]) -> Box:
+        """``box`` grown, centred, to at least the window on every axis the volume allows: the network then sees the
+        CT around the kidney where the full pass would, instead of the sliding window's zero padding."""
+        out = []
+        for (lo, hi), w, n in zip(box, self.window_for(box), shape):
+            size = min(max(hi - lo, w), n)
+            start = min(max(lo - (size - (hi - lo)) // 2, 0), n - size)
+            out.append((start, start + size))
+        return tuple(out)
+
     def segment_box(self, image: torch.Tensor, box: Box, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        crop = _plain(image)[(slice(None), *(slice(lo, hi) for lo, hi in box))][None]
+        """The network's logits on ``box`` (computed on :meth:`context_box`, then cut back to ``box``)."""
+        context = self.context_box(box, image.shape[1:])
+        crop = _plain(image)[(slice(None), *(slice(lo, hi) for lo, hi in context))][None]
         window = SlidingWindowMirrorInferer(self.window_for(box), mirror_axes=self.mirror_axes, **self.window_kwargs)
-        return _plain(window(crop, network, *args, **kwargs))[0]
+        logits = _plain(window(crop, network, *args, **kwargs))[0]
+        return logits[(slice(None), *(slice(lo - c_lo, hi - c_lo) for (lo, hi), (c_lo, _) in zip(box, context)))]
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         outputs, self.last_boxes = [], []
