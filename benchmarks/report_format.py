@@ -278,7 +278,9 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
         f"Whole-CT inference, end to end (load to NIfTI written), {results['threads']} CPU threads, paper-size network "
         f"with fresh weights, mirror TTA off in both paths; measured {results['measured_at'][:10]} on "
         f"{results['machine'].get('cpu')}. Rendered from `{source}`: `python benchmarks/bench_fast_ct.py "
-        "--json docs/fast_ct.json` measures it, `python benchmarks/run_all.py --report-only` re-renders this block.",
+        "--json docs/fast_ct.json` measures it, `python benchmarks/run_all.py --report-only` re-renders this block. "
+        "The fast path's boxes are the CT's reference kidney masks, grown as the inferer grows a localizer's (the "
+        "fresh localizer still runs, for its time)." + (f" {results['note']}" if results.get("note") else ""),
         "",
     ]
     table = []

@@ -100,10 +100,15 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, mo
 BUNDLE = REPO / "bundles" / "kits_nnunet_baseline"
 
 
+# Epochs take a fraction of a second: enough of them that a signal sent when a checkpoint appears still lands before
+# the run ends, even when the polling test process is slow to be scheduled on a loaded machine.
+EPOCHS = 8
+
+
 def _command(data: Path, work: Path) -> list[str]:
     overrides = {
         "dataset_dir": str(data), "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"),
-        "max_epochs": 4, "iterations_per_epoch": 1, "val_interval": 1, "batch_size": 1,
+        "max_epochs": EPOCHS, "iterations_per_epoch": 1, "val_interval": 1, "batch_size": 1,
         "patch_size": [32, 32, 16], "features": [4, 8, 16], "run": ["$@train#trainer.run()"],
     }  # fmt: skip
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
@@ -154,9 +159,9 @@ def test_sigterm_then_sigint_then_same_command_resumes_and_keeps_the_best_model(
     log3 = (tmp_path / "run3.log").read_text(encoding="utf-8")
     assert rc == 0, log3[-3000:]
     assert "resumed from" in log3
-    final = torch.load(models / "checkpoint_epoch=4.pt", weights_only=True)
-    # the epochs continued: 4 iterations in all (1 per epoch), whatever ran twice after a signal
-    assert final["trainer"]["max_epochs"] == 4 and final["trainer"]["iteration"] == 4
+    final = torch.load(models / f"checkpoint_epoch={EPOCHS}.pt", weights_only=True)
+    # the epochs continued: one iteration per epoch in all, whatever ran twice after a signal
+    assert final["trainer"]["max_epochs"] == EPOCHS and final["trainer"]["iteration"] == EPOCHS
     best3 = _best(models)
     # the best metric only ever improves, and the checkpoint carries the same best as model.pt's record
     assert best1["best_metric"] <= best2["best_metric"] <= best3["best_metric"]

@@ -9,12 +9,12 @@ second largest when it is at least ``second_min_ratio`` of it), and each kept co
 boxes is background. Where the localizer finds nothing the whole volume is segmented (a warning says so), so the
 fast path never returns less than the full one would look at.
 
-Each box is one window of its own size (rounded up to ``divisible``), not a grid of training-size patches: a
-kidney box at 0.78 mm is about 190 x 190 x 60 voxels, which a 128^3 patch grid covers with 4 overlapping windows
-and 2/3 of each window padding in z. Boxes larger than ``max_window`` per axis fall back to overlapping windows of
-``max_window``.
+With ``roi_size`` (the bundles pass their training patch) each box is covered by the full pass's own windows, the
+box first grown with the CT around it to at least one patch, so the network sees what it would see in the full
+pass. Without it, each box is one window of its own size rounded up to ``divisible`` (fewer FLOPs: a 190 x 190 x 60
+kidney box needs four overlapping 128^3 patches, each two-thirds padding in z), capped at ``max_window``.
 
-The localizer is trained by ``configs/localizer.json`` (an overlay on ``train.json``); its checkpoint lives at
+The localizer is trained by ``configs/localizer.json`` (a whole training config); its checkpoint lives at
 ``models/localizer/model.pt`` beside the bundle's ``models/model.pt`` (:func:`localizer_path`).
 """
 
