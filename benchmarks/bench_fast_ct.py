@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,7 @@ def run_child(spec: dict) -> dict:
     if boxes is not None:
         nets["localizer"] = ConfigParser(parser.get()).get_parsed_content("localizer_def")
     flops = {tag: 0 for tag in nets}
-    for (tag, shape), count in _count(windows):
+    for (tag, shape), count in Counter(windows).items():
         flops[tag] += count * count_flops(nets[tag], shape, parts=[])["network"]
     segs = sorted(Path(spec["out"]).glob("*.nii*"))
     return {
@@ -151,13 +152,6 @@ def run_child(spec: dict) -> dict:
         "box_fraction": box_fraction(boxes, label.shape) if boxes else 1.0,
         "segmentation": str(segs[0]) if segs else None,
     }  # fmt: skip
-
-
-def _count(windows: list) -> list:
-    counts: dict = {}
-    for w in windows:
-        counts[w] = counts.get(w, 0) + 1
-    return list(counts.items())
 
 
 def _preprocessed_mask(parser, spec: dict) -> np.ndarray:
@@ -184,9 +178,9 @@ def agreement(a: str, b: str) -> float:
     """Dice of the kidney-and-mass masks (label > 0) of two label maps: how far the fast path moved the answer."""
     import nibabel as nib
 
-    x, y = (np.asarray(nib.load(p).dataobj) > 0 for p in (a, b))
-    total = int(x.sum()) + int(y.sum())
-    return 1.0 if total == 0 else 2.0 * int((x & y).sum()) / total
+    from monai_effseg.metrics import dice
+
+    return dice(*(np.asarray(nib.load(p).dataobj) > 0 for p in (a, b)))
 
 
 DEMO_LOCALIZER = {"localizer_zoom": [0.5, 0.5, 1.0], "localizer_patch": [48, 48, 32]}

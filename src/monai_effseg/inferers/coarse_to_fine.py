@@ -34,8 +34,10 @@ from monai.utils import convert_to_dst_type
 from scipy import ndimage
 from torch import nn
 
+from monai_effseg.inferers.cascade import _plain
 from monai_effseg.inferers.sliding_window import SlidingWindowMirrorInferer
 from monai_effseg.transforms.cascade import spacing_of
+from monai_effseg.transforms.postprocess import kidney_pair_components
 
 __all__ = ["CoarseToFineInferer", "box_fraction", "kidney_boxes", "load_localizer", "localizer_path"]
 
@@ -57,7 +59,7 @@ def load_localizer(network: nn.Module, path: Union[str, Path]) -> nn.Module:
         raise FileNotFoundError(
             f"{path}: no localizer checkpoint. The fast CPU path (configs/inference_fast.json) first finds the "
             "kidneys with a small low-resolution network: train it with python -m monai.bundle run --config_file "
-            "\"['configs/train.json','configs/localizer.json']\" (same dataset and fingerprint as the model), or "
+            "configs/localizer.json --dataset_dir <the model's dataset> (it reads the model's fingerprint), or "
             "run configs/inference.json alone for the full-volume path"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -78,13 +80,10 @@ def kidney_boxes(
     components, n = ndimage.label(foreground)
     if n == 0:
         return []
-    sizes = np.bincount(components.ravel())[1:]
-    order = np.argsort(sizes)[::-1][:max_components]
-    keep = [i for i in order if sizes[i] >= second_min_ratio * sizes[order[0]]]
     objects = ndimage.find_objects(components)
     boxes = [
-        tuple((max(s.start - m, 0), min(s.stop + m, n_)) for s, m, n_ in zip(objects[i], margin, foreground.shape))
-        for i in keep
+        tuple((max(s.start - m, 0), min(s.stop + m, n_)) for s, m, n_ in zip(objects[i - 1], margin, foreground.shape))
+        for i in kidney_pair_components(components, second_min_ratio, max_components)
     ]
     return _merge_overlapping(boxes)
 
@@ -168,8 +167,7 @@ class CoarseToFineInferer(Inferer):
         small = _plain(self.downsample(image)).float()[None]  # the Zoomd of configs/localizer.json's training data
         small_size = small.shape[2:]
         device = next(self.localizer.parameters()).device
-        window = [min(math.ceil(n / self.localizer_divisible) * self.localizer_divisible, w)
-                  for n, w in zip(small_size, self.max_window)]  # fmt: skip
+        window = _round_up(small_size, [self.localizer_divisible] * len(small_size), self.max_window)
         with torch.no_grad():
             logits = SlidingWindowMirrorInferer(window, **self.window_kwargs)(small.to(device), self.localizer)
         foreground = (_plain(logits)[0].argmax(0) > 0).cpu().numpy()
@@ -191,7 +189,7 @@ class CoarseToFineInferer(Inferer):
         the box's size rounded up to ``divisible``; at most ``max_window`` per axis."""
         if self.roi_size is not None:
             return list(self.roi_size)
-        return [min(math.ceil((hi - lo) / d) * d, w) for (lo, hi), d, w in zip(box, self.divisible, self.max_window)]
+        return _round_up([hi - lo for lo, hi in box], self.divisible, self.max_window)
 
     def context_box(self, box: Box, shape: Sequence[int]) -> Box:
         """``box`` grown, centred, to at least the window on every axis the volume allows: the network then sees the
@@ -230,8 +228,9 @@ class CoarseToFineInferer(Inferer):
         return convert_to_dst_type(torch.stack(outputs), inputs, dtype=torch.float32)[0]
 
 
-def _plain(x: Any) -> torch.Tensor:
-    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+def _round_up(sizes: Sequence[int], divisible: Sequence[int], cap: Sequence[int]) -> list[int]:
+    """``sizes`` rounded up to a multiple of ``divisible``, at most ``cap``, per axis."""
+    return [min(math.ceil(n / d) * d, c) for n, d, c in zip(sizes, divisible, cap)]
 
 
 def box_fraction(boxes: Sequence[Box], shape: Sequence[int]) -> float:

@@ -21,6 +21,7 @@ from monai_effseg.utils import as_label_array, as_numpy
 
 __all__ = [
     "ChannelArgmaxd",
+    "kidney_pair_components",
     "keep_kidney_pair",
     "KeepKidneyPair",
     "KeepKidneyPaird",
@@ -56,6 +57,17 @@ def _bbox_slices(seg: np.ndarray) -> tuple[slice, ...] | None:
     return None if box is None else tuple(slice(max(lo, 0), hi) for lo, hi in box)
 
 
+def kidney_pair_components(components: np.ndarray, second_min_ratio: float = 0.1, max_components: int = 2) -> list[int]:
+    """The labels (1..n) of ``components`` (``scipy.ndimage.label`` output, at least one component) that the kidney
+    pair rule keeps: the largest, and the next ``max_components - 1`` largest if each is >= ``second_min_ratio`` of
+    it."""
+    sizes = np.bincount(components.ravel())[1:]
+    order = np.argsort(sizes)[::-1]
+    return [int(order[0]) + 1] + [
+        int(i) + 1 for i in order[1:max_components] if sizes[i] >= second_min_ratio * sizes[order[0]]
+    ]
+
+
 def keep_kidney_pair(
     seg: np.ndarray,
     tumour_labels: Sequence[int] = (2,),
@@ -79,9 +91,7 @@ def keep_kidney_pair(
     sub = out[box]  # a view: edits land in ``out``
     structure = _structure(sub.ndim, connectivity)
     components, n = ndimage.label(sub > 0, structure)
-    sizes = np.bincount(components.ravel())[1:]
-    order = np.argsort(sizes)[::-1]
-    keep = [order[0] + 1] + [i + 1 for i in order[1:max_components] if sizes[i] >= second_min_ratio * sizes[order[0]]]
+    keep = kidney_pair_components(components, second_min_ratio, max_components)
     keep_lut = np.zeros(n + 1, dtype=bool)
     keep_lut[keep] = True
     sub[(components > 0) & ~keep_lut[components]] = 0
