@@ -53,10 +53,71 @@ def _net() -> nn.Module:
     return PlainUNet(3, 1, 2, features=[4, 8, 16], deep_supervision=False).eval()
 
 
+def test_full_grid_gives_the_full_pass_inside_the_boxes_from_fewer_windows():
+    image, net = _ct(shape=(160, 96, 32)), _net()
+    image[0, 66:86] = 0.0  # one kidney: most windows of the full grid do not reach its box
+    inferer = CoarseToFineInferer(
+        ThresholdLocalizer(), margin_mm=4, roi_size=[32, 32, 16], overlap=0.5, sw_batch_size=2, max_grow=0
+    )  # fmt: skip (growing: the next test)
+    with torch.no_grad():
+        out = inferer(image[None], net)
+        full = SlidingWindowMirrorInferer([32, 32, 16], sw_batch_size=2, overlap=0.5)(image[None].as_tensor(), net)
+    (box,) = inferer.last_boxes[0]
+    inside = tuple(slice(lo, hi) for lo, hi in box)
+    torch.testing.assert_close(out[0][(slice(None), *inside)], full[0][(slice(None), *inside)])
+    covered = torch.zeros(160, 96, 32, dtype=torch.bool)
+    covered[inside] = True
+    assert torch.all(out[0, 0][~covered] == 20.0) and torch.all(out[0, 1][~covered] == 0.0)
+    total = 9 * 5 * 3  # the full grid: (160 - 32) / 16 + 1 by (96 - 32) / 16 + 1 by (32 - 16) / 8 + 1
+    assert 0 < inferer.last_windows[0] < total / 3
+    # a volume smaller than the window is padded by the full pass: the boxes follow the padding
+    small, net = _ct(shape=(96, 96, 12), spacing=(1.0, 1.0, 2.0)), _net()
+    small[0, 66:86] = 0.0
+    with torch.no_grad():
+        out = inferer(small[None], net)
+        full = SlidingWindowMirrorInferer([32, 32, 16], sw_batch_size=2, overlap=0.5)(small[None].as_tensor(), net)
+    (box,) = inferer.last_boxes[0]
+    inside = (slice(None), *(slice(lo, hi) for lo, hi in box))
+    torch.testing.assert_close(out[0][inside], full[0][inside])
+
+
+class ThresholdNet(nn.Module):
+    """A stand-in network whose answer does not depend on the window: foreground where the image is above 0.25."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = 10.0 * (x - 0.25)
+        return torch.cat([torch.zeros_like(fg), fg], 1)
+
+
+def test_full_grid_grows_a_box_until_the_networks_kidney_fits():
+    image = _ct(shape=(160, 96, 32))
+    image[0, 66:86] = 0.0
+    image[0, 30:70, 45:55, 10:18] = 0.4  # kidney the network sees beyond what the localizer (> 0.5) sees
+    inferer = CoarseToFineInferer(ThresholdLocalizer(), margin_mm=4, roi_size=[32, 32, 16], overlap=0.5)
+    with torch.no_grad():
+        out = inferer(image[None], ThresholdNet())
+        full = SlidingWindowMirrorInferer([32, 32, 16], overlap=0.5)(image[None].as_tensor(), ThresholdNet())
+    (box,) = inferer.last_boxes[0]
+    assert box[0][1] > 70  # grown along x, a window step at a time, past the kidney's end
+    assert torch.equal(out.argmax(1), full.argmax(1))
+    assert inferer.last_windows[0] < 9 * 5 * 3  # still not the whole grid, and no window twice
+    inferer.max_grow = 0
+    with torch.no_grad():
+        out = inferer(image[None], ThresholdNet())
+    assert not torch.equal(out.argmax(1), full.argmax(1))  # without growing, the kidney is cut at the box
+
+
+def test_windows_need_the_training_patch_except_box_windows():
+    with pytest.raises(ValueError, match="roi_size"):
+        CoarseToFineInferer(ThresholdLocalizer())
+    with pytest.raises(ValueError, match="expected one of"):
+        CoarseToFineInferer(ThresholdLocalizer(), roi_size=[32, 32, 16], windows="grid")
+
+
 def test_fast_path_segments_each_box_as_the_network_does_and_background_elsewhere():
     image, net = _ct(), _net()
     inferer = CoarseToFineInferer(ThresholdLocalizer(), zoom=(0.25, 0.25, 1.0),
-                                  margin_mm=4, divisible=4, overlap=0.25)  # fmt: skip
+                                  margin_mm=4, divisible=4, overlap=0.25, windows="box")  # fmt: skip
     with torch.no_grad():
         out = inferer(image[None], net)
     boxes = inferer.last_boxes[0]
@@ -89,7 +150,7 @@ def test_fast_path_runs_the_whole_volume_when_the_localizer_finds_nothing(caplog
     image, net = _ct(), _net()
     image[:] = 0.0
     inferer = CoarseToFineInferer(ThresholdLocalizer(), divisible=4,
-                                  max_window=[64, 64, 32], overlap=0.25)  # fmt: skip
+                                  max_window=[64, 64, 32], overlap=0.25, windows="box")  # fmt: skip
     with torch.no_grad():
         out = inferer(image[None], net)
         full = SlidingWindowMirrorInferer([64, 64, 32], overlap=0.25)(image[None].as_tensor(), net)
@@ -158,7 +219,8 @@ def test_train_the_localizer_then_run_fast_inference(bundle, tmp_path):
 
 def test_with_the_training_patch_each_box_is_covered_by_patch_windows_with_real_context():
     image, net = _ct(), _net()
-    inferer = CoarseToFineInferer(ThresholdLocalizer(), margin_mm=4, roi_size=[32, 32, 16], overlap=0.5)
+    inferer = CoarseToFineInferer(ThresholdLocalizer(), margin_mm=4, roi_size=[32, 32, 16], overlap=0.5,
+                                  windows="box_patches")  # fmt: skip
     with torch.no_grad():
         out = inferer(image[None], net)
     for box in inferer.last_boxes[0]:

@@ -60,7 +60,10 @@ class SlidingWindowMirrorInferer(SlidingWindowInfererAdapt):
         self.amp = bool(amp)
         self.amp_dtype = amp_dtype
 
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any):
+    def predictor(self, network: Callable[..., Any]) -> Callable[..., Any]:
+        """``network`` as this inferer runs it on each window: under autocast, averaged over the mirror flips."""
         predictor = AutocastPredictor(network, self.amp, self.amp_dtype) if self.amp else network
-        predictor = MirroredPredictor(predictor, self.mirror_axes) if self.mirror_axes else predictor
-        return super().__call__(inputs, predictor, *args, **kwargs)
+        return MirroredPredictor(predictor, self.mirror_axes) if self.mirror_axes else predictor
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any):
+        return super().__call__(inputs, self.predictor(network), *args, **kwargs)

@@ -134,8 +134,10 @@ def ct_preprocessing(
     transforms.append(Orientationd(keys, axcodes="RAS", labels=RAS_LABELS, **common))
     if target is not None:
         modes = [spacing_mode] + ["nearest"] * (len(keys) - 1)
-        # SafeSpacingd: monai 1.6's Spacingd breaks on MONAI Label's string ``image_path`` entry
-        transforms.append(SafeSpacingd(keys, pixdim=[float(s) for s in target], mode=modes, **common))
+        # SafeSpacingd: monai 1.6's Spacingd breaks on MONAI Label's string ``image_path`` entry. float32 resampling
+        # (MONAI's default is float64): the inverse resampling of a 512 x 512 x 600 CT's class scores peaked at
+        # 11.3 GB in float64 (the sampling grid is a 3-vector per output voxel) and 5.9 GB in float32, twice as fast
+        transforms.append(SafeSpacingd(keys, pixdim=[float(s) for s in target], mode=modes, dtype=np.float32, **common))
     transforms.append(CTNormalized(image_key, fingerprint, **common))
     transforms.append(EnsureTyped(keys, **common))
     return Compose(transforms)

@@ -304,12 +304,14 @@ class RemoveLowProbabilityComponentsd(MapTransform):
 
 class ChannelArgmaxd(MapTransform):
     """MONAI's ``AsDiscreted(argmax=True)`` (``(C, *spatial)`` scores to a ``(1, *spatial)`` label map of the same
-    dtype, metadata kept), computed over the innermost axis.
+    dtype, metadata kept), as a running maximum over the channels.
 
     ``torch.argmax`` over the channel axis of a channel-first volume reduces across a stride of the whole volume,
     and after ``Invertd`` the volume is often in NIfTI's Fortran order, which is slower still: on a 4 x 512 x 512 x 100
-    CT it took 13 s of a 45 s fast-path run on one thread. Moving the channels innermost first (one copy) makes the
-    reduction contiguous, 4-10x faster with the same result (ties go to the lower class, as in ``torch.argmax``).
+    CT it took 13 s of a 45 s fast-path run on one thread. Moving the channels innermost first made it 4-10x faster
+    but held a copy of every channel and an int64 index (on a 512 x 512 x 600 CT, 7.1 GB at the peak). Comparing one
+    channel at a time with the best so far reads each channel once in its own layout and holds one channel's
+    maximum and the labels; the result is the same (ties go to the lower class, as in ``torch.argmax``).
     """
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
@@ -322,6 +324,14 @@ class ChannelArgmaxd(MapTransform):
         for key in self.key_iterator(d):
             scores = d[key]
             plain = scores.as_tensor() if hasattr(scores, "as_tensor") else torch.as_tensor(scores)
-            labels = plain.movedim(0, -1).contiguous().argmax(-1)[None].to(plain.dtype)
-            d[key] = convert_to_dst_type(labels, scores, dtype=plain.dtype)[0]
+            best = plain[0].clone()
+            labels = torch.zeros(
+                best.shape, dtype=torch.uint8 if plain.shape[0] <= 256 else torch.int64, device=plain.device
+            )
+            for c in range(1, plain.shape[0]):
+                better = plain[c] > best  # strictly: a tie keeps the lower class
+                labels[better] = c
+                torch.maximum(best, plain[c], out=best)
+            del best
+            d[key] = convert_to_dst_type(labels[None].to(plain.dtype), scores, dtype=plain.dtype)[0]
         return d
