@@ -215,7 +215,8 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict
         "max_epochs": epochs, "iterations_per_epoch": iterations, "val_interval": epochs, "num_workers": 0,
         **DEMO_LOCALIZER})  # fmt: skip
     localizer_s = time.perf_counter() - start
-    overrides = demo_value(root, "demo_inference_overrides", ckpt_dir=str(models))
+    # mirror TTA off in both paths, as on a CPU (the fast overlay's default; some demos keep the bundle's 8 flips)
+    overrides = {**demo_value(root, "demo_inference_overrides", ckpt_dir=str(models)), "mirror_axes": []}
     holdout, protocol = demo_value(root, "holdout_dir"), demo_value(root, "eval_protocol")
     row = {"bundle": bundle, "localizer_train_s": localizer_s, "holdout_dir": str(holdout), "protocol": protocol}
     for mode, configs, extra in (("full", ["inference.json"], {}), ("fast", ["inference.json", "inference_fast.json"],

@@ -281,7 +281,8 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
         "--json docs/fast_ct.json` measures it, `python benchmarks/run_all.py --report-only` re-renders this block. "
         "The fast path's boxes are the CT's reference kidney masks, grown as the inferer grows a localizer's (the "
         "fresh localizer still runs, for its time), without the rounds that grow a box where the network's kidney "
-        "reaches its face (a fresh network's foreground is noise)." + (f" {results['note']}" if results.get("note") else ""),
+        "reaches its face (a fresh network's foreground is noise)."
+        + (f" {results['note']}" if results.get("note") else ""),
         "",
     ]
     table = []

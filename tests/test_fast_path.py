@@ -172,6 +172,12 @@ def test_every_kits_bundle_but_the_cascade_has_the_fast_path():
     assert sorted(b.name for b in FAST_BUNDLES) == sorted(
         b.name for b in BUNDLES if b.name.startswith("kits_") and b.name != "kits_unet_cascade"
     )
+    for bundle in FAST_BUNDLES:  # the full pass's windows, blending and flips: the same answer inside the boxes
+        full, fast = (read_json(bundle / "configs" / f)["inferer"] for f in ("inference.json", "inference_fast.json"))
+        assert fast["windows"] == "@fast_windows" and read_json(bundle / "configs" / "inference_fast.json")[
+            "fast_windows"] == "full_grid"  # fmt: skip
+        assert {k: fast[k] for k in ("roi_size", "sw_batch_size", "overlap", "mode", "mirror_axes", "amp")} == {
+            k: full[k] for k in ("roi_size", "sw_batch_size", "overlap", "mode", "mirror_axes", "amp")}  # fmt: skip
 
 
 @pytest.mark.parametrize("bundle", FAST_BUNDLES, ids=[b.name for b in FAST_BUNDLES])
