@@ -97,27 +97,17 @@ def make_weights(bundle: str, ct: Path, models: Path, overrides: dict) -> None:
     torch.save(parser.get_parsed_content("localizer_def").state_dict(), models / "localizer" / "model.pt")
 
 
-def run_child(spec: dict) -> dict:
-    """One bundle run in this process (``--child``): times, peak memory, FLOPs of the windows run, the boxes."""
-    from monai.bundle import ConfigParser
-
-    from monai_effseg.inferers import CoarseToFineInferer, SlidingWindowMirrorInferer, box_fraction, kidney_boxes
+def record_windows(windows: list[tuple[str, tuple]], localizer: dict) -> None:
+    """Make every network call of ``SlidingWindowMirrorInferer`` append ``(tag, window shape)`` to ``windows``: tag
+    ``"localizer"`` for ``localizer["net"]`` (set once the config is parsed), else ``"network"``. The full-grid fast
+    path passes its window filter: the windows it lets through to the network are the ones counted."""
+    from monai_effseg.inferers import SlidingWindowMirrorInferer
     from monai_effseg.inferers.coarse_to_fine import BoxWindowFilter
-    from monai_effseg.profile import count_flops
-    from monai_effseg.workflows import bundle_workflow
 
-    torch.set_num_threads(spec["threads"])
-    bundle = REPO / "bundles" / spec["bundle"]
-    files = ["inference.json"] + (["inference_fast.json"] if spec["mode"] == "fast" else [])
-    overrides = {"mirror_axes": [], "ckpt_path": spec["ckpt"], "fingerprint_path": spec["fingerprint"],
-                 "input_dir": str(Path(spec["ct"]).parent), "output_dir": spec["out"], **spec["overrides"]}  # fmt: skip
-    windows: list[tuple[str, tuple]] = []
-    localizer = None
     original_call = SlidingWindowMirrorInferer.__call__
 
     def recording_call(self, inputs, network, *args, **kwargs):
-        tag = "localizer" if network is localizer else "network"
-        # the full-grid fast path passes its window filter: count the windows it lets through to the network
+        tag = "localizer" if network is localizer.get("net") else "network"
         inner = network.network if isinstance(network, BoxWindowFilter) else network
 
         def counted(x, *a, **k):
@@ -130,12 +120,30 @@ def run_child(spec: dict) -> dict:
         return original_call(self, inputs, counted, *args, **kwargs)
 
     SlidingWindowMirrorInferer.__call__ = recording_call
+
+
+def run_child(spec: dict) -> dict:
+    """One bundle run in this process (``--child``): times, peak memory, FLOPs of the windows run, the boxes."""
+    from monai.bundle import ConfigParser
+
+    from monai_effseg.inferers import CoarseToFineInferer, box_fraction, kidney_boxes
+    from monai_effseg.profile import count_flops
+    from monai_effseg.workflows import bundle_workflow
+
+    torch.set_num_threads(spec["threads"])
+    bundle = REPO / "bundles" / spec["bundle"]
+    files = ["inference.json"] + (["inference_fast.json"] if spec["mode"] == "fast" else [])
+    overrides = {"mirror_axes": [], "ckpt_path": spec["ckpt"], "fingerprint_path": spec["fingerprint"],
+                 "input_dir": str(Path(spec["ct"]).parent), "output_dir": spec["out"], **spec["overrides"]}  # fmt: skip
+    windows: list[tuple[str, tuple]] = []
+    localizer: dict = {}
+    record_windows(windows, localizer)
     workflow = bundle_workflow(bundle, files, "inference", **overrides)
     workflow.initialize()
     parser = workflow.parser
     inferer, boxes = parser.get_parsed_content("inferer"), None
     if isinstance(inferer, CoarseToFineInferer):
-        localizer = inferer.localizer
+        localizer["net"] = inferer.localizer
         label = _preprocessed_mask(parser, spec)
         spacing = [float(s) for s in parser.get_parsed_content("fingerprint")["spacing"]]
         margin = [math.ceil(inferer.margin_mm / s) + math.ceil(1 / z) for s, z in zip(spacing, inferer.zoom)]

@@ -135,8 +135,8 @@ def ct_preprocessing(
     if target is not None:
         modes = [spacing_mode] + ["nearest"] * (len(keys) - 1)
         # SafeSpacingd: monai 1.6's Spacingd breaks on MONAI Label's string ``image_path`` entry. float32 resampling
-        # (MONAI's default is float64): the inverse resampling of a 512 x 512 x 600 CT's class scores peaked at
-        # 11.3 GB in float64 (the sampling grid is a 3-vector per output voxel) and 5.9 GB in float32, twice as fast
+        # (MONAI's default is float64): inverting a 512 x 512 x 600 CT's class scores peaked at 10.7 GB in float64
+        # (the sampling grid is a 3-vector per output voxel) and 5.3 GB in float32 (bench_postprocess_memory.py)
         transforms.append(SafeSpacingd(keys, pixdim=[float(s) for s in target], mode=modes, dtype=np.float32, **common))
     transforms.append(CTNormalized(image_key, fingerprint, **common))
     transforms.append(EnsureTyped(keys, **common))
