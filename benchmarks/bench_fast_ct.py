@@ -248,7 +248,7 @@ def print_accuracy(rows: list[dict]) -> None:
               f"{r['fast']['tumor_dice']:6.3f} {min(r['agreement'].values()):42.3f}")  # fmt: skip
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundles", nargs="+", default=KITS_FAST, choices=KITS_FAST)
     p.add_argument("--cts", nargs="+", type=int, default=[100, 600], choices=sorted(CTS))
@@ -266,7 +266,11 @@ def main() -> None:
     p.add_argument("--localizer-epochs", type=int, default=30)
     p.add_argument("--localizer-iterations", type=int, default=20)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.child:
         print("RESULT " + json.dumps(run_child(json.loads(args.child))), flush=True)
         return
@@ -303,7 +307,12 @@ def main() -> None:
                           f"{row['flops'] / 1e12:6.2f} TFLOP in {row['windows']:3d} windows (limit {row['compute_limit_s']:5.1f} s)  "
                           f"boxes {row['box_fraction']:.1%} of the volume", flush=True)  # fmt: skip
             if args.json:  # after each bundle: a run cut short keeps what it measured
-                save(args.json, "rows", rows, {"threads": args.threads, "matmul_gflops": gflops, "smoke": args.smoke})
+                save(
+                    args.json,
+                    "rows",
+                    rows,
+                    {"threads": args.threads, "matmul_gflops": gflops, "smoke": args.smoke, "max_grow": args.max_grow},
+                )
         print_table(rows)
 
 

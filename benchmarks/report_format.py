@@ -280,8 +280,13 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
         f"{results['machine'].get('cpu')}. Rendered from `{source}`: `python benchmarks/bench_fast_ct.py "
         "--json docs/fast_ct.json` measures it, `python benchmarks/run_all.py --report-only` re-renders this block. "
         "The fast path's boxes are the CT's reference kidney masks, grown as the inferer grows a localizer's (the "
-        "fresh localizer still runs, for its time), without the rounds that grow a box where the network's kidney "
-        "reaches its face (a fresh network's foreground is noise)."
+        "fresh localizer still runs, for its time), "
+        + (
+            "without the rounds that grow a box where the network's kidney reaches its face (a fresh network's "
+            "foreground is noise)."
+            if not results.get("max_grow")
+            else f"with up to {results['max_grow']} rounds that grow a box where the network's kidney reaches its face."
+        )
         + (f" {results['note']}" if results.get("note") else ""),
         "",
     ]

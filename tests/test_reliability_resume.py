@@ -102,7 +102,7 @@ BUNDLE = REPO / "bundles" / "kits_nnunet_baseline"
 
 # Epochs take a fraction of a second: enough of them that a signal sent when a checkpoint appears still lands before
 # the run ends, even when the polling test process is slow to be scheduled on a loaded machine.
-EPOCHS = 30  # enough epochs that a signal sent after the first checkpoint lands before the run ends
+EPOCHS = 30
 
 
 def _command(data: Path, work: Path) -> list[str]:

@@ -304,7 +304,7 @@ class CoarseToFineInferer(Inferer):
         no foreground touches a box's face or ``max_grow`` rounds are done; background outside the final boxes."""
         # one step of the window grid: each round adds at most one ring of windows
         step = [max(int(r * (1 - self.window_kwargs["overlap"])), 1) for r in self.roi_size]
-        cache: dict = {}
+        cache: Optional[dict] = {} if self.max_grow else None  # only a later round reads it
         for attempt in range(self.max_grow + 1):
             out = self.segment_full_grid(image, boxes, network, *args, cache=cache, **kwargs).float()
             grown = self.grow(out, boxes, step) if attempt < self.max_grow else boxes
@@ -322,30 +322,33 @@ class CoarseToFineInferer(Inferer):
 class BoxWindowFilter:
     """A sliding-window predictor (MONAI's ``with_coord=True`` form, ``(windows, coordinates)``) that runs
     ``network`` only on the windows that overlap one of ``boxes`` (in the windows' coordinates) and returns zero
-    logits (``channels``) for the others; ``runs`` counts the windows run. A window found in ``cache`` (keyed by its
-    coordinates; filled with every window run) is not run again."""
+    logits (``channels``) for the others; ``runs`` counts the windows run. With a ``cache`` (keyed by the windows'
+    coordinates, filled with every window run), a window found there is not run again."""
 
     def __init__(self, network: Any, boxes: Sequence[Box], channels: int, cache: Optional[dict] = None) -> None:
         self.network = network
         self.boxes = list(boxes)
         self.channels = channels
-        self.cache = {} if cache is None else cache
+        self.cache = cache
         self.runs = 0
 
     def overlaps(self, window: Sequence[tuple[int, int]]) -> bool:
         return any(all(s < hi and lo < e for (s, e), (lo, hi) in zip(window, box)) for box in self.boxes)
 
     def __call__(self, x: torch.Tensor, coordinates: Sequence[Sequence[slice]], *args: Any, **kwargs: Any):
+        cache = {} if self.cache is None else self.cache
         keys = [tuple((s.start, s.stop) for s in list(c)[2:]) for c in coordinates]
-        run = [i for i, key in enumerate(keys) if key not in self.cache and self.overlaps(key)]
-        if run:
-            logits = self.network(x if len(run) == x.shape[0] else x[run], *args, **kwargs)
-            self.cache.update((keys[i], window) for i, window in zip(run, logits))
-            self.runs += len(run)
+        run = [i for i, key in enumerate(keys) if key not in cache and self.overlaps(key)]
         out = x.new_zeros((x.shape[0], self.channels, *x.shape[2:]))
         for i, key in enumerate(keys):
-            if key in self.cache:
-                out[i] = self.cache[key]
+            if key in cache:
+                out[i] = cache[key]
+        if run:
+            logits = self.network(x if len(run) == x.shape[0] else x[run], *args, **kwargs)
+            out[run] = logits.to(out.dtype)
+            if self.cache is not None:
+                self.cache.update((keys[i], window) for i, window in zip(run, logits))
+            self.runs += len(run)
         return out
 
 
