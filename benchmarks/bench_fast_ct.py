@@ -2,9 +2,9 @@
 
 ``full``: the bundle's ``inference.json`` as it runs on a CPU (``optimize_for_inference``), mirror TTA off (the
 default TTA runs every window 8 times: the full path here is the cheapest full pass). ``fast``: the same plus
-``inference_fast.json`` (a low-resolution localizer, then the network once per kidney box). Both end to end: load,
-preprocessing, inference, inversion, post-processing, NIfTI written; each run in a fresh process that reports its
-own peak resident memory.
+``inference_fast.json`` (a low-resolution localizer, then the full pass's windows that reach the kidney boxes).
+Both end to end: load, preprocessing, inference, inversion, post-processing, NIfTI written; each run in a fresh
+process that reports its own peak resident memory.
 
 Weights are fresh (BatchNorm calibrated on the CT, as in ``bench_real_ct.py``); the localizer is fresh too, so the
 fast path's *boxes* come from the CT's reference kidney masks, grown exactly as the inferer grows a localizer's
