@@ -151,3 +151,23 @@ def test_missing_labels_say_what_to_pass(tmp_path, monkeypatch):
         realistic_kits_dataset(num_cases=1, root=tmp_path)
     with pytest.raises(FileNotFoundError, match="no KiTS19 label maps"):
         realistic_kits_dataset(num_cases=1, root=tmp_path, labels_dir=tmp_path)
+
+
+def test_realistic_demo_holds_out_whole_patients(monkeypatch, tmp_path):
+    from monai_effseg.data import demo_dataset
+    from monai_effseg.data.demo import REALISTIC_HOLDOUT_SOURCES
+
+    monkeypatch.setenv("EFFSEG_CACHE", str(tmp_path))
+    sources = {}
+    for part, n in (("training", 8), ("holdout", 3)):
+        root = demo_dataset("realistic", part, n)
+        assert root.parent.parent == tmp_path
+        cases = json.loads((root / MANIFEST).read_text(encoding="utf-8"))["cases"]
+        sources[part] = {case["source"] for case in cases}
+        assert len(build_datalist(root)) == n
+    assert sources["holdout"] == set(REALISTIC_HOLDOUT_SOURCES)
+    assert len(sources["training"]) == 7 and not sources["training"] & sources["holdout"]
+    with pytest.raises(ValueError, match="no liver"):
+        demo_dataset("realistic", "training", 2, phantoms="lits")
+    with pytest.raises(FileNotFoundError, match="case_99999"):
+        realistic_kits_dataset(num_cases=1, root=tmp_path, sources=["case_99999"])

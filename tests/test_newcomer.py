@@ -87,20 +87,48 @@ def test_demo_prints_duration_and_outputs_before_it_starts(monkeypatch, capsys):
 
     calls = []
 
-    def fake_run_bundle(root, configs, workflow_type):
-        calls.append((Path(root).name, configs, capsys.readouterr().out))
+    def fake_run_bundle(root, configs, workflow_type, literals):
+        calls.append((Path(root).name, configs, literals, capsys.readouterr().out))
 
     monkeypatch.setattr(monai_effseg.workflows, "run_bundle", fake_run_bundle)
     monkeypatch.setattr(demo_info, "checkpoint_epoch", lambda ckpt_dir: 25)
     assert main(["demo", "kits_nnunet_baseline"]) == 0
-    ((name, configs, banner),) = calls
-    assert (name, configs) == ("kits_nnunet_baseline", ["train.json", "demo.json"])
+    ((name, configs, literals, banner),) = calls
+    assert (name, configs, literals) == (
+        "kits_nnunet_baseline",
+        ["train.json", "demo.json"],
+        {"demo_dataset": "phantoms"},
+    )
     assert "expected duration: about" in banner and " min " in banner
+    assert "dataset: the embedded ellipsoid phantoms" in banner
     root = REPO / "bundles" / "kits_nnunet_baseline"
     for path in ("models/demo", "eval/demo/holdout", "eval/demo/runs"):
         assert str(root / path) in banner
     assert "epoch 25 of 25: training is finished" in banner
     assert str(demo_info.synthetic_cache_dir()) in banner
+    assert "Tumour Dice: tumour Dice on the phantoms is optimistic" in capsys.readouterr().out
+
+
+def test_realistic_demo_says_what_its_tumour_dice_means_and_keeps_its_own_checkpoints(monkeypatch, capsys):
+    import monai_effseg.workflows
+
+    calls = []
+    monkeypatch.setattr(
+        monai_effseg.workflows, "run_bundle", lambda root, configs, kind, literals: calls.append(literals)
+    )
+    seen = []
+    monkeypatch.setattr(demo_info, "checkpoint_epoch", lambda ckpt_dir: seen.append(Path(ckpt_dir)))
+    assert main(["demo", "kits_mss_unet", "--dataset", "realistic"]) == 0
+    assert calls == [{"demo_dataset": "realistic"}]
+    root = REPO / "bundles" / "kits_mss_unet"
+    assert seen == [root / "models" / "demo_realistic"]
+    out = capsys.readouterr().out
+    assert "dataset: the realistic KiTS dataset" in out and "measured on the phantoms only" in out
+    assert str(root / "eval/demo_realistic/holdout") in out
+    assert "3 patients whose label maps the training never saw" in out.split("Tumour Dice:")[-1]
+    with pytest.raises(SystemExit, match="has no liver"):
+        main(["demo", "lits_dsts_unet", "--dataset", "realistic"])
+    assert len(calls) == 1
 
 
 def test_synthetic_cache_dir_matches_the_data_package(monkeypatch, tmp_path):

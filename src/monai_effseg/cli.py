@@ -24,14 +24,28 @@ def find_bundle(name_or_path: str) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from monai_effseg.demo_info import checkpoint_epoch, demo_banner, synthetic_cache_dir
+    from monai_effseg.demo_info import (
+        DATASET_NOTES,
+        checkpoint_epoch,
+        demo_banner,
+        demo_phantoms,
+        demo_run_name,
+        synthetic_cache_dir,
+    )
 
     root = find_bundle(args.bundle)
+    if args.dataset == "realistic" and demo_phantoms(root) == "lits":
+        raise SystemExit(
+            f"effseg demo: {root.name} segments liver; the realistic dataset is built around KiTS19 kidney label "
+            "maps and has no liver. Run its demo on the phantoms (leave out --dataset)."
+        )
+    resume = checkpoint_epoch(root / "models" / demo_run_name(args.dataset))
     # printed before the slow torch / MONAI imports, so the wait and the output paths are known up front
-    print(demo_banner(root, synthetic_cache_dir(), resume_epoch=checkpoint_epoch(root / "models" / "demo")), flush=True)
+    print(demo_banner(root, synthetic_cache_dir(), resume_epoch=resume, dataset=args.dataset), flush=True)
     from monai_effseg.workflows import run_bundle
 
-    run_bundle(root, ["train.json", "demo.json"], "train")
+    run_bundle(root, ["train.json", "demo.json"], "train", literals={"demo_dataset": args.dataset})
+    print(f"\nDataset: {DATASET_NOTES[args.dataset][0]}.\nTumour Dice: {DATASET_NOTES[args.dataset][1]}.", flush=True)
     return 0
 
 
@@ -162,7 +176,7 @@ def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
     """The ``effseg`` parser. ``evaluate_arguments=False`` leaves out ``effseg evaluate``'s own arguments, whose
     definition imports torch and MONAI: :func:`main` builds that only when the command is ``evaluate``, so that
     ``effseg --help`` and every other command's parsing stay fast."""
-    from monai_effseg.demo_info import demo_table, outputs_help, synthetic_cache_dir
+    from monai_effseg.demo_info import DEMO_DATASETS, demo_table, outputs_help, synthetic_cache_dir
 
     parser = argparse.ArgumentParser(
         prog="effseg", description=DESCRIPTION, epilog="'effseg COMMAND --help' describes a command."
@@ -181,6 +195,13 @@ def build_parser(evaluate_arguments: bool = True) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("bundle", help="bundle name (one of those below) or path")
+    demo.add_argument(
+        "--dataset",
+        choices=DEMO_DATASETS,
+        default="phantoms",
+        help="phantoms (default: ellipsoid phantoms, fast) or realistic (KiTS bundles: CT-like cases around real "
+        "KiTS19 label maps, hold-out cases from unseen patients; docs/realistic_data.md)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     prof = sub.add_parser("profile", help="params and FLOPs (2 x MAC) per network, encoder and decoder")

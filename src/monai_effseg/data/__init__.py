@@ -3,6 +3,7 @@ synthetic KiTS dataset around real label maps, atomic IO."""
 
 from __future__ import annotations
 
+from monai_effseg.data.demo import DEMO_DATASETS, demo_dataset, demo_run_name
 from monai_effseg.data.fingerprint import (
     DEFAULT_FINGERPRINTS,
     compute_fingerprint,
@@ -43,6 +44,7 @@ from monai_effseg.data.validation import (
 
 __all__ = [
     "DEFAULT_FINGERPRINTS",
+    "DEMO_DATASETS",
     "LAYOUTS",
     "AtomicITKWriter",
     "AtomicNibabelWriter",
@@ -62,6 +64,8 @@ __all__ = [
     "create_split",
     "default_cache_dir",
     "default_labels_dir",
+    "demo_dataset",
+    "demo_run_name",
     "detect_layout",
     "exclude_cases",
     "inference_datalist",

@@ -52,6 +52,8 @@ __all__ = [
     "load_label_source",
     "make_realistic_case",
     "realistic_kits_dataset",
+    "select_sources",
+    "source_name",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -89,8 +91,23 @@ def find_label_maps(labels_dir: PathLike) -> list[Path]:
     return files
 
 
-def _source_name(path: Path) -> str:
+def source_name(path: Path) -> str:
+    """A label map's name: ``case_00002`` for ``case_00002.nii.gz`` or ``case_00002/segmentation.nii.gz``."""
     return path.parent.name if path.name == "segmentation.nii.gz" else path.name[: -len(".nii.gz")]
+
+
+def select_sources(files: list[Path], sources: Optional[Sequence[str]]) -> list[Path]:
+    """The label maps among ``files`` named in ``sources`` (all of them when ``None``), in ``sources``' order."""
+    if sources is None:
+        return files
+    by_name = {source_name(f): f for f in files}
+    if isinstance(sources, str) or not sources:
+        raise ValueError(f"sources must be a non-empty list of label map names, got {sources!r}")
+    missing = [name for name in sources if name not in by_name]
+    if missing:
+        folder = files[0].parent if files[0].name != "segmentation.nii.gz" else files[0].parent.parent
+        raise FileNotFoundError(f"no label map named {missing} in {folder}; it has {sorted(by_name)}")
+    return [by_name[name] for name in sources]
 
 
 @dataclass(frozen=True)
@@ -151,7 +168,7 @@ def _load_source(path: str, _size: int, _mtime_ns: int) -> LabelSource:
     else:
         midline = (x_min + x_max) / 2.0 if x_max - x_min > 120.0 else fov_x
     return LabelSource(
-        name=_source_name(Path(path)),
+        name=source_name(Path(path)),
         kidney=(crop > 0).astype(np.uint8),
         tumour=(crop == 2).astype(np.uint8),
         affine=affine,
@@ -288,6 +305,7 @@ def realistic_kits_dataset(
     root: Optional[PathLike] = None,
     seed: int = 0,
     labels_dir: Optional[PathLike] = None,
+    sources: Optional[Sequence[str]] = None,
     spacing: Union[None, str, Sequence[float]] = None,
     in_plane_mm: Sequence[float] = (2.2, 2.8),
     slice_mm: Sequence[float] = (2.5, 3.0, 4.0, 5.0),
@@ -310,6 +328,8 @@ def realistic_kits_dataset(
         seed: generator seed.
         labels_dir: folder of KiTS19 label maps (``case_*.nii.gz``, or a KiTS19 ``data`` folder); default
             :func:`default_labels_dir`. Only file names and sizes enter the cache key.
+        sources: names of the label maps to use (``"case_00002"``, ...; default: all of them, sorted), so that a
+            training set and a hold-out set can be drawn from different patients.
         spacing: ``None`` (per case: in-plane drawn from ``in_plane_mm``, slices from ``slice_mm`` but never thinner
             than the source's), ``"source"`` (the label map's own spacing, 0.5-5 mm slices: large, slow volumes), or
             a fixed ``(z, y, x)`` in mm, KiTS19's axis order.
@@ -337,7 +357,7 @@ def realistic_kits_dataset(
         raise ValueError(f"spacing must be None, 'source' or a positive (z, y, x) in mm, got {spacing!r}")
     if not 0 < contrast_hu[0] <= contrast_hu[1]:
         raise ValueError(f"contrast_hu must be a range of positive HU, got {contrast_hu!r}")
-    files = find_label_maps(labels_dir if labels_dir is not None else default_labels_dir())
+    files = select_sources(find_label_maps(labels_dir if labels_dir is not None else default_labels_dir()), sources)
     params = {
         "kind": "kits_real",
         "version": REALISTIC_VERSION,
@@ -356,7 +376,7 @@ def realistic_kits_dataset(
         "layout": layout,
         "orientations": [str(o).upper() for o in orientations],
         "classes": synthetic_classes("kits"),
-        "labels": [[_source_name(f), f.stat().st_size] for f in files],
+        "labels": [[source_name(f), f.stat().st_size] for f in files],
     }
     cache = Path(root).expanduser() if root is not None else default_cache_dir()
     final = cache / "synthetic" / f"kits_real-v{REALISTIC_VERSION}-{settings_digest(params)}"

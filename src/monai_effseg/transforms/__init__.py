@@ -2,6 +2,7 @@
 post-processing."""
 
 from monai_effseg.transforms.augment import nnunet_augmentation
+from monai_effseg.transforms.crop import FOREGROUND_SAMPLINGS, ForegroundOversampledCropd, foreground_crop
 from monai_effseg.transforms.ct import CTNormalized, ct_preprocessing, fixed_ct_normalize
 from monai_effseg.transforms.postprocess import (
     ChannelArgmaxd,
@@ -17,6 +18,9 @@ from monai_effseg.transforms.postprocess import (
 from monai_effseg.transforms.save import SavePredictiond, case_id_from_path
 
 __all__ = [
+    "FOREGROUND_SAMPLINGS",
+    "ForegroundOversampledCropd",
+    "foreground_crop",
     "ChannelArgmaxd",
     "CTNormalized",
     "KeepKidneyPair",

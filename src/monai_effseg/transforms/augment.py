@@ -2,7 +2,7 @@
 
 Isensee et al., nnU-Net (Nature Methods 2021), supplementary "data augmentation": rotation and scaling p=0.2,
 elastic deformation (v1 default), Gaussian noise p=0.1, Gaussian blur p=0.2, brightness p=0.15, contrast p=0.15,
-gamma p=0.3, mirroring on every axis p=0.5; patches with 1/3 foreground oversampling.
+gamma p=0.3, mirroring on every axis p=0.5; patches with 1/3 foreground oversampling, class-aware as nnU-Net's.
 
 Like nnU-Net, a patch larger than the target is cropped first and the spatial transform samples the final patch
 from its centre, so rotated patches do not fill their corners with padding.
@@ -14,6 +14,8 @@ import math
 from collections.abc import Sequence
 
 from monai import transforms as mt
+
+from monai_effseg.transforms.crop import foreground_crop
 
 
 def enlarged_patch(patch_size: Sequence[int], rotate_degrees: float, max_zoom_out: float) -> list[int]:
@@ -27,6 +29,7 @@ def nnunet_augmentation(
     patch_size: Sequence[int],
     keys: Sequence[str] = ("image", "label"),
     foreground_fraction: float = 1 / 3,
+    foreground_sampling: str = "per_class",
     rotate_degrees: float = 30.0,
     scale_range: tuple[float, float] = (0.7, 1.4),
     spatial_prob: float = 0.2,
@@ -46,6 +49,9 @@ def nnunet_augmentation(
         patch_size: the network's training patch.
         keys: image key first, label key second.
         foreground_fraction: share of patches centred on a foreground voxel (nnU-Net: 1/3).
+        foreground_sampling: ``"per_class"`` (nnU-Net: the forced centre's class is drawn uniformly among the
+            foreground classes present, so tumours get their share) or ``"per_voxel"`` (any foreground voxel); see
+            :mod:`monai_effseg.transforms.crop`.
         rotate_degrees: rotation range (+-) about every axis (about the last axis only in 2D).
         scale_range: zoom range (nnU-Net: 0.7-1.4).
         spatial_prob: probability of the rotation+scaling step.
@@ -56,19 +62,10 @@ def nnunet_augmentation(
     dims = len(patch_size)
     rotate = math.radians(rotate_degrees)
     zoom_out = 1.0 / scale_range[0]
-    # foreground_fraction = pos / (pos + neg), as integer weights
-    pos, neg = (1, 2) if abs(foreground_fraction - 1 / 3) < 1e-6 else (foreground_fraction, 1.0 - foreground_fraction)
+    crop = enlarged_patch(patch_size, rotate_degrees, zoom_out)
     xforms: list[mt.Transform] = [
-        mt.SpatialPadd(keys, spatial_size=enlarged_patch(patch_size, rotate_degrees, zoom_out)),
-        mt.RandCropByPosNegLabeld(
-            keys,
-            label_key=label,
-            spatial_size=enlarged_patch(patch_size, rotate_degrees, zoom_out),
-            pos=pos,
-            neg=neg,
-            num_samples=1,
-            allow_smaller=True,
-        ),
+        mt.SpatialPadd(keys, spatial_size=crop),
+        foreground_crop(keys, label, crop, foreground_fraction, foreground_sampling),
         mt.RandAffined(
             keys,
             spatial_size=list(patch_size),

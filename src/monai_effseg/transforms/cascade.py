@@ -25,6 +25,7 @@ from monai.transforms import BorderPad, MapTransform, Randomizable, SpatialCrop
 
 from monai_effseg.boxes import foreground_bbox
 from monai_effseg.transforms.augment import enlarged_patch
+from monai_effseg.transforms.crop import foreground_crop
 from monai_effseg.utils import as_numpy
 
 __all__ = [
@@ -192,6 +193,7 @@ def residual_unet_augmentation(
     label_key: str = "label",
     prior_key: Optional[str] = None,
     foreground_fraction: float = 1 / 3,
+    foreground_sampling: str = "per_class",
     rotate_degrees: float = 30.0,
     scale_range: tuple[float, float] = (0.7, 1.4),
     spatial_prob: float = 0.2,
@@ -203,6 +205,7 @@ def residual_unet_augmentation(
     """Hao's augmentation (section 4.3: "rotation, scaling, gamma correction, and mirroring") with nnU-Net's
     ranges and probabilities, which the thesis does not give.
 
+    Patches are sampled as nnU-Net's (``foreground_sampling``: see :func:`~monai_effseg.transforms.nnunet_augmentation`).
     ``prior_key`` (the cascade's stage-1 segmentation) is cropped, rotated (nearest) and mirrored with the label and
     finally appended to the image as a second channel, exactly as the inferer stacks it.
     """
@@ -210,12 +213,9 @@ def residual_unet_augmentation(
     labels = [label_key] + ([prior_key] if prior_key else [])
     keys = [image_key, *labels]
     crop = augmentation_crop_size(patch_size, rotate_degrees, scale_range)
-    pos, neg = foreground_fraction, 1.0 - foreground_fraction
     xforms: list[mt.Transform] = [
         mt.SpatialPadd(keys, spatial_size=crop),
-        mt.RandCropByPosNegLabeld(
-            keys, label_key=label_key, spatial_size=crop, pos=pos, neg=neg, num_samples=1, allow_smaller=True
-        ),  # fmt: skip
+        foreground_crop(keys, label_key, crop, foreground_fraction, foreground_sampling),
         mt.RandAffined(
             keys,
             spatial_size=list(patch_size),

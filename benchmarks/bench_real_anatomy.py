@@ -1,0 +1,309 @@
+"""Issue 30: what the KiTS bundles learn about tumours on the realistic dataset (real KiTS19 label geometry) within a
+2-core CPU budget, and why tumours are hard to learn there.
+
+``--patches N`` (the why): on the realistic demo's training cases after the bundle's preprocessing, N training
+patches drawn with each foreground sampling (``per_voxel``: MONAI's ``RandCropByPosNegLabeld``, forced centres on
+any foreground voxel; ``per_class``: nnU-Net's, the class drawn uniformly among those present): the share of patches
+centred on tumour, holding any tumour, and tumour's share of all patch voxels; with the data's tumour share of the
+kidney region, tumour-to-kidney contrast and tumour size at the training spacing.
+
+``--bundles B --minutes 10 30 60`` (the learning curve): ``train.json`` + ``demo.json`` with ``demo_dataset``
+``realistic`` (the demo's patch, widths and batch; 20 training cases from 7 patients), trained for the largest budget
+on ``--threads`` threads. The clock counts training only (validation runs are excluded, as in the time-to-Dice
+benchmark). After every epoch the epoch count is fitted to the budget left, so the polynomial learning-rate
+schedule ends with it. The weights at each budget mark are saved and evaluated afterwards on the hold-out cases
+(6 cases from the 3 patients the training never sees; ``inference.json``, mirror TTA off): hold-out kidney
+(kidney and mass) and tumour Dice; the last weights also on the 20 training cases (seen patients: learnt but not
+carried over to new patients, or not learnt at all). Results go to ``--json`` (default ``docs/real_anatomy.json``,
+rows keyed by bundle, sampling, schedule and budget), the figure ``docs/figures/real_anatomy.png`` and the results
+blocks of the KiTS bundle READMEs and docs/realistic_data.md.
+
+    python benchmarks/bench_real_anatomy.py --patches 600 [--bundles kits_nnunet_baseline]
+    python benchmarks/bench_real_anatomy.py --bundles kits_nnunet_baseline --minutes 10 30 60 [--sampling per_class]
+    python benchmarks/bench_real_anatomy.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report_format as rf  # noqa: E402
+from bench_demo import count_stages  # noqa: E402
+from training_clock import TrainingClock  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "docs" / "real_anatomy.json"
+FIGURE = REPO / "docs" / "figures" / "real_anatomy.png"
+# the kidney figure: KiTS21's "kidney and masses", or KiTS19's kidney (kidney and tumour together)
+KIDNEY = {"kits21": "kidney_and_mass_dice", "kits19": "kidney_dice"}
+TUMOUR = "tumor_dice"
+
+
+def realistic_workflow(bundle: str, work: Path, sampling: str, **overrides):
+    from monai_effseg.workflows import bundle_workflow
+
+    literals = {"demo_dataset": "realistic", "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval")}
+    overrides = {"train#random_transforms#foreground_sampling": sampling, **overrides}
+    workflow = bundle_workflow(REPO / "bundles" / bundle, ["train.json", "demo.json"], "train", literals=literals,
+                               **overrides)  # fmt: skip
+    workflow.initialize()
+    return workflow
+
+
+def data_stats(train_dir: Path) -> dict:
+    cases = json.loads((train_dir / "realistic.json").read_text(encoding="utf-8"))["cases"]
+    fraction = [c["tumour_fraction"] for c in cases]
+    contrast = [abs(c["tumour_contrast_hu"]) for c in cases]
+    return {"cases": len(cases), "tumour_fraction_median": float(np.median(fraction)),
+            "tumour_fraction_range": [min(fraction), max(fraction)], "contrast_hu_median": float(np.median(contrast)),
+            "contrast_hu_range": [min(contrast), max(contrast)]}  # fmt: skip
+
+
+def patch_stats(bundle: str, n: int, work: Path) -> dict:
+    """Tumour in ``n`` training patches per foreground sampling, and the training data's tumours."""
+    out = {}
+    for sampling in ("per_voxel", "per_class"):
+        workflow = realistic_workflow(bundle, work / sampling, sampling, num_workers=0)
+        dataset = workflow.parser.get_parsed_content("train#dataset")
+        centred = holding = 0
+        tumour_voxels = all_voxels = 0
+        for i in range(n):
+            item = dataset[i % len(dataset)]
+            label = np.asarray((item[0] if isinstance(item, list) else item)["label"])[0]
+            centre = tuple(s // 2 for s in label.shape)
+            centred += int(label[centre] == 2)
+            holding += int((label == 2).any())
+            tumour_voxels += int((label == 2).sum())
+            all_voxels += label.size
+        out[sampling] = {"patches": n, "centred_on_tumour": centred / n, "holding_tumour": holding / n,
+                         "tumour_voxel_share": tumour_voxels / all_voxels}  # fmt: skip
+        if "data" not in out:
+            out["data"] = data_stats(Path(workflow.parser.get_parsed_content("dataset_dir")))
+        workflow.finalize()
+    return out
+
+
+class BudgetSnapshots:
+    """Fit a trainer's epochs (and its LR schedule) to the largest budget as it runs; save the network's weights when
+    the training clock passes each budget mark (the last one, or the run's end, stops it)."""
+
+    def __init__(
+        self, trainer, evaluator, network, scheduler, marks_min: list[float], work: Path, protocol: str
+    ) -> None:
+        from ignite.engine import Events
+
+        self.protocol = protocol
+        self.clock = TrainingClock(trainer, evaluator)
+        self.trainer, self.network, self.scheduler, self.work = trainer, network, scheduler, work
+        self.pending = sorted(marks_min)
+        self.budget_s = 60.0 * self.pending[-1]
+        self.snapshots: list[dict] = []
+        self.validations: list[dict] = []
+        self.epoch_end = [0.0]
+        self.clock.on_validation(self.record)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self.fit)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self.snap)
+        trainer.add_event_handler(Events.COMPLETED, self.finish)
+
+    def fit(self, engine) -> None:
+        """From epoch 2 on, after every epoch: the epochs that fit the budget at the mean epoch time since epoch 1
+        (the first one warms up), as the trainer's and the schedule's length; the schedule's last epoch is the one
+        that reaches the budget."""
+        now = self.clock.training_seconds()
+        if engine.state.epoch == 1:
+            self.epoch_end[0] = now
+            return
+        epoch_s = (now - self.epoch_end[0]) / (engine.state.epoch - 1)
+        planned = max(engine.state.epoch + 1, round(engine.state.epoch + (self.budget_s - now) / epoch_s))
+        if planned != engine.state.max_epochs:
+            engine.state.max_epochs = self.scheduler.total_iters = planned
+            print(f"epoch {engine.state.epoch}: {epoch_s:.1f} s of training per epoch; {planned} epochs fit "
+                  f"{self.budget_s / 60:g} min", flush=True)  # fmt: skip
+
+    def record(self, evaluator, train_s: float) -> None:
+        metrics = evaluator.state.metrics
+        self.validations.append({"epoch": self.trainer.state.epoch, "train_s": round(train_s, 1),
+                                 "kidney_dice": round(float(metrics[f"val_kits_dice_{KIDNEY[self.protocol]}"]), 4),
+                                 "tumour_dice": round(float(metrics[f"val_kits_dice_{TUMOUR}"]), 4)})  # fmt: skip
+
+    def save(self, engine, mark: float) -> None:
+        from monai_effseg.data import atomic_path
+
+        path = self.work / f"weights_{mark:g}min.pt"
+        with atomic_path(path) as tmp:
+            torch.save(self.network.state_dict(), tmp)
+        self.snapshots.append({"minutes": mark, "train_s": round(self.clock.training_seconds(), 1),
+                               "epoch": engine.state.epoch, "iteration": engine.state.iteration, "path": str(path)})  # fmt: skip
+        print(f"budget {mark:g} min: weights of epoch {engine.state.epoch} saved", flush=True)
+
+    def snap(self, engine) -> None:
+        while self.pending and self.clock.training_seconds() >= 60.0 * self.pending[0]:
+            self.save(engine, self.pending.pop(0))
+        if not self.pending:
+            engine.terminate()
+
+    def finish(self, engine) -> None:
+        while self.pending:  # the fitted epochs ended before the clock reached the mark
+            self.save(engine, self.pending.pop(0))
+
+
+def learning_curve(bundle: str, minutes: list[float], sampling: str, work: Path) -> list[dict]:
+    if count_stages(bundle) > 1:
+        raise SystemExit(f"{bundle}: its demo trains {count_stages(bundle)} stages; this benchmark times one")
+    workflow = realistic_workflow(bundle, work, sampling)
+    parse = workflow.parser.get_parsed_content
+    trainer, evaluator = parse("train#trainer"), parse("validate#evaluator")
+    snapshots = BudgetSnapshots(trainer, evaluator, parse("network"), parse("lr_scheduler"), minutes, work,
+                                parse("eval_protocol"))  # fmt: skip
+    start = time.perf_counter()
+    trainer.run()
+    wall_s = time.perf_counter() - start
+    setup = {"inference": dict(parse("demo_inference_overrides")), "protocol": parse("eval_protocol")}
+    holdout_dir, training_dir = parse("holdout_dir"), parse("dataset_dir")
+    workflow.finalize()
+    rows = []
+    for snap in snapshots.snapshots:
+        scores = evaluate_weights(bundle, snap["path"], holdout_dir, work / f"holdout_{snap['minutes']:g}min", setup)
+        rows.append({"bundle": bundle, "sampling": sampling, "schedule_min": max(minutes), "budget_min": snap["minutes"],
+                     "train_s": snap["train_s"], "epoch": snap["epoch"], "iteration": snap["iteration"], **scores,
+                     "planned_epochs": int(trainer.state.max_epochs), "run_wall_s": round(wall_s, 1)})  # fmt: skip
+    # the same weights on the cases they were trained on: learnt but not carried over to unseen patients, or not learnt
+    seen = evaluate_weights(bundle, snapshots.snapshots[-1]["path"], training_dir, work / "training_cases", setup)
+    rows[-1]["training_cases"] = seen
+    rows[-1]["validation_history"] = (
+        snapshots.validations
+    )  # validation cases: the training patients, no post-processing
+    return rows
+
+
+def evaluate_weights(bundle: str, weights: str, cases_dir: str, out: Path, setup: dict) -> dict:
+    """Hold-out kidney (kidney and mass) and tumour Dice of ``weights`` on ``cases_dir`` (``inference.json``)."""
+    from monai_effseg.workflows import evaluate_holdout
+
+    summary = evaluate_holdout(REPO / "bundles" / bundle, cases_dir, out, protocol=setup["protocol"],
+                               overrides={**setup["inference"], "ckpt_path": weights})  # fmt: skip
+    metrics = summary["metrics"]
+    return {"kidney_dice": round(metrics[KIDNEY[setup["protocol"]]]["mean"], 4), "tumour_dice": round(metrics[TUMOUR]["mean"], 4),
+            "tumour_dice_per_case": [round(v, 4) for v in per_case(out, "tumor_dice")]}  # fmt: skip
+
+
+def per_case(out: Path, column: str) -> list[float]:
+    import csv
+
+    with open(out / "metrics_per_case.csv", newline="", encoding="utf-8") as f:
+        return [float(row[column]) for row in csv.DictReader(f) if row.get(column) not in (None, "", "nan")]
+
+
+def run_key(row: dict) -> tuple:
+    """One training run: the bundle, its patch sampling and the budget its schedule was fitted to."""
+    return row["bundle"], row["sampling"], row["schedule_min"]
+
+
+def merge_results(rows: list[dict], path: Path, threads: int) -> dict:
+    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": []}
+    keys = {run_key(r) + (r["budget_min"],) for r in rows}
+    kept = [r for r in results["rows"] if run_key(r) + (r["budget_min"],) not in keys]
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    results["rows"] = sorted(kept + [{**r, "measured_at": stamp, "threads": threads} for r in rows],
+                             key=lambda r: run_key(r) + (r["budget_min"],))  # fmt: skip
+    results["command"] = "python benchmarks/bench_real_anatomy.py --bundles B --minutes 10 30 60"
+    rf.write_atomic(path, json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for run in sorted({run_key(r) for r in results["rows"]}):
+        rows = [r for r in results["rows"] if run_key(r) == run]
+        label = f"{run[0]} ({run[1].replace('_', ' ')}, schedule {run[2]:g} min)"
+        for ax, key in zip(axes, ("kidney_dice", "tumour_dice")):
+            ax.plot([r["budget_min"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+    for ax, title, bar in zip(axes, ("hold-out kidney Dice", "hold-out tumour Dice"), (0.90, 0.50)):
+        ax.axhline(bar, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(title=title, xlabel="training minutes (2-core CPU)", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def print_patch_stats(bundle: str, stats: dict) -> None:
+    data = stats["data"]
+    print(f"{bundle}: {data['cases']} training cases; tumour share of the kidney region median "
+          f"{data['tumour_fraction_median']:.1%} (range {data['tumour_fraction_range'][0]:.1%}-"
+          f"{data['tumour_fraction_range'][1]:.1%}); |tumour - kidney| contrast median {data['contrast_hu_median']:.0f} "
+          f"HU (range {data['contrast_hu_range'][0]:.0f}-{data['contrast_hu_range'][1]:.0f})")  # fmt: skip
+    print(f"{'sampling':10s} {'patches':>7s} {'centred on tumour':>17s} {'holding tumour':>14s} {'tumour voxels':>13s}")
+    for sampling in ("per_voxel", "per_class"):
+        r = stats[sampling]
+        print(f"{sampling:10s} {r['patches']:7d} {r['centred_on_tumour']:17.1%} {r['holding_tumour']:14.1%} "
+              f"{r['tumour_voxel_share']:13.2%}")  # fmt: skip
+
+
+def report(results: dict) -> None:
+    """The figure, and the results blocks of the KiTS bundle READMEs and docs/realistic_data.md."""
+    if results["rows"]:
+        plot(results, FIGURE)
+    rf.render_bundle_docs(REPO, sorted(p.name for p in (REPO / "bundles").glob("kits_*")))
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'bundle':22s} {'sampling':10s} {'schedule':>8s} {'budget':>6s} {'trained s':>9s} {'epoch':>5s} "
+          f"{'kidney':>7s} {'tumour':>7s}")  # fmt: skip
+    for r in rows:
+        print(f"{r['bundle']:22s} {r['sampling']:10s} {r['schedule_min']:8g} {r['budget_min']:6g} "
+              f"{r['train_s']:9.0f} {r['epoch']:5d} {r['kidney_dice']:7.3f} {r['tumour_dice']:7.3f}")  # fmt: skip
+    seen = rows[-1].get("training_cases") if rows else None
+    if seen:
+        print(f"last weights on the training cases: kidney {seen['kidney_dice']:.3f}, tumour {seen['tumour_dice']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundles", nargs="+", default=["kits_nnunet_baseline"])
+    parser.add_argument("--minutes", nargs="+", type=float, default=[10.0, 30.0, 60.0])
+    parser.add_argument("--sampling", choices=("per_class", "per_voxel"), default="per_class")
+    parser.add_argument("--patches", type=int, default=0, help="draw this many patches per sampling and stop")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep the runs (weights, predictions) here")
+    parser.add_argument("--report-only", action="store_true", help="re-render the figure and the docs' blocks")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.report_only:
+        report(json.loads(args.json.read_text(encoding="utf-8")))
+        return
+    with tempfile.TemporaryDirectory(prefix="real_anatomy_") as tmp:
+        tmp = args.work_dir or tmp
+        if args.patches:
+            for bundle in args.bundles:
+                print_patch_stats(bundle, patch_stats(bundle, args.patches, Path(tmp) / bundle))
+            return
+        rows = []
+        for bundle in args.bundles:
+            rows += learning_curve(bundle, args.minutes, args.sampling, Path(tmp) / bundle)
+    print_table(rows)
+    results = merge_results(rows, args.json, args.threads)
+    if args.json.resolve() == RESULTS.resolve():
+        report(results)
+
+
+if __name__ == "__main__":
+    main()
