@@ -271,14 +271,14 @@ def test_transform_hash_ignores_run_state(tiny_synthetic):
 
 
 def test_augment_on_device_places_todevice_before_the_spatial_augmentation():
-    from monai_effseg.transforms import nnunet_augmentation
+    from monai_effseg.transforms import ForegroundOversampledCropd, nnunet_augmentation
 
     xforms = nnunet_augmentation([32, 32, 32])
     assert augment_on_device(xforms, "cpu", enabled=True) == xforms
     assert augment_on_device(xforms, "cuda", enabled=False) == xforms
     moved = augment_on_device(xforms, "cuda:0", enabled=True)
     i = next(k for k, t in enumerate(moved) if isinstance(t, mt.ToDeviced))
-    assert isinstance(moved[i - 1], mt.RandCropByPosNegLabeld) and isinstance(moved[i + 1], mt.RandAffined)
+    assert isinstance(moved[i - 1], ForegroundOversampledCropd) and isinstance(moved[i + 1], mt.RandAffined)
     assert set(moved[i].keys) >= {"image", "label"} and moved[i].converter.device == torch.device("cuda:0")
     assert len(moved) == len(xforms) + 1
 
