@@ -95,5 +95,6 @@ def test_rank_gating_and_demo_sizes_are_plain_keys():
         gated = [h for h in train["train"]["handlers"] if h.get("_disabled_") == "$not @rank0"]
         assert any("TrainingCheckpointSaver" in h["_target_"] for h in gated)
         assert isinstance(demo["demo_cases"], int) and isinstance(demo["demo_holdout_cases"], int)
-        assert "num_cases=@demo_cases" in demo["dataset_dir"]
-        assert "num_cases=@demo_holdout_cases" in demo["holdout_dir"]
+        assert demo["demo_dataset"] == "phantoms" and demo["demo_phantoms"] in ("kits19", "kits21", "lits")
+        assert "demo_dataset(@demo_dataset, 'training', @demo_cases, @demo_phantoms)" in demo["dataset_dir"]
+        assert "demo_dataset(@demo_dataset, 'holdout', @demo_holdout_cases, @demo_phantoms)" in demo["holdout_dir"]

@@ -100,9 +100,10 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, mo
 BUNDLE = REPO / "bundles" / "kits_nnunet_baseline"
 
 
-# Epochs take a fraction of a second: enough of them that a signal sent when a checkpoint appears still lands before
-# the run ends, even when the polling test process is slow to be scheduled on a loaded machine.
-EPOCHS = 30
+# Epochs take a fraction of a second (0.3 s with the class-aware crop): enough of them that a signal sent when a
+# checkpoint appears still lands before the run ends, even when the polling test process is slow to be scheduled on a
+# loaded machine (30 were too few under a full test run: the second run finished before its SIGINT landed).
+EPOCHS = 100
 
 
 def _command(data: Path, work: Path) -> list[str]:
