@@ -27,7 +27,8 @@ DATASET_NOTES = {
     "phantoms": (
         "the embedded ellipsoid phantoms (fast; what the tests use)",
         "tumour Dice on the phantoms is optimistic: their tumours are clear ellipsoids, much easier than real ones; "
-        "run 'effseg demo BUNDLE --dataset realistic' for a tumour figure closer to real CT (docs/realistic_data.md)",
+        "for a KiTS bundle, 'effseg demo BUNDLE --dataset realistic' gives a tumour figure closer to real CT "
+        "(docs/realistic_data.md)",
     ),
     "realistic": (
         "the realistic KiTS dataset: CT-like cases around real KiTS19 label maps (docs/realistic_data.md)",
