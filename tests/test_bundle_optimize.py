@@ -100,7 +100,7 @@ def _run(bundle: Path, overrides: dict, out: Path, monkeypatch) -> tuple[dict, l
         finally:
             workflow.finalize()
     # the optimized copy served only the run: the evaluator holds @network again, which is still the eager network
-    from monai_effseg.deploy.optimize import OneDNNConv
+    from monai_effseg.deploy.onednn import OneDNNConv
 
     network = workflow.parser.get_parsed_content("network")
     assert evaluator.network is network and not any(isinstance(m, OneDNNConv) for m in network.modules())
@@ -181,11 +181,11 @@ def _fusing_net() -> torch.nn.Module:
 
 @pytest.fixture
 def fresh_op_lookup():
-    from monai_effseg.deploy import optimize as inference
+    from monai_effseg.deploy import onednn
 
-    inference._checked_op.cache_clear()
-    yield inference
-    inference._checked_op.cache_clear()
+    onednn._checked_op.cache_clear()
+    yield onednn
+    onednn._checked_op.cache_clear()
 
 
 @pytest.mark.parametrize("role", ["conv", "pointwise", "binary"])
@@ -194,6 +194,8 @@ def test_onednn_conv_falls_back_when_an_op_is_missing(role, replacement, fresh_o
     """A torch build lacking one of the ops (a name that does not resolve), or one whose op of that name computes
     something else (``aten.relu`` takes other arguments): that role runs the plain conv, the others stay oneDNN,
     and the network's outputs are the eager ones."""
+    from monai_effseg.deploy.optimize import optimize_for_inference
+
     inference = fresh_op_lookup
     net = _fusing_net()
     x = torch.randn(1, 1, 32, 32, 32)
@@ -208,16 +210,16 @@ def test_onednn_conv_falls_back_when_an_op_is_missing(role, replacement, fresh_o
 
     with monkeypatch.context() as patch, torch.no_grad():
         patch.setattr(inference, "onednn_op", counting_lookup)
-        inference.optimize_for_inference(net)(x)
+        optimize_for_inference(net)(x)
     assert set(roles) == {"conv", "pointwise", "binary"}, roles  # the network exercises every role
 
     monkeypatch.setitem(inference.ONEDNN_OPS, role, replacement)
     assert inference.onednn_op(role) is None
     assert all(inference.onednn_op(other) is not None for other in inference.ONEDNN_OPS if other != role)
     plain_calls = []
-    real_plain = inference.OneDNNConv.plain
-    monkeypatch.setattr(inference.OneDNNConv, "plain", lambda self, *a: plain_calls.append(1) or real_plain(self, *a))
-    fast = inference.optimize_for_inference(net)
+    real_plain = inference.plain_conv
+    monkeypatch.setattr(inference, "plain_conv", lambda *a: plain_calls.append(1) or real_plain(*a))
+    fast = optimize_for_inference(net)
     with torch.no_grad():
         out = fast(x)
     assert len(plain_calls) == roles[role]  # every conv of that role, and only those, ran the fallback
@@ -227,7 +229,7 @@ def test_onednn_conv_falls_back_when_an_op_is_missing(role, replacement, fresh_o
 @pytest.mark.parametrize("attr,scalars", [("none", []), ("relu", []), ("swish", []), ("leaky_relu", [0.01])])
 def test_onednn_conv_plain_path_equals_the_onednn_op(attr, scalars):
     """The fallback computes what each oneDNN op computes, for every fused activation and the residual add."""
-    from monai_effseg.deploy.optimize import OneDNNConv
+    from monai_effseg.deploy.onednn import OneDNNConv
 
     torch.manual_seed(0)
     conv = torch.nn.Conv3d(4, 6, 3, padding=1)

@@ -11,8 +11,10 @@
    with ``N*C*D*H <= 20480`` (the 1-channel stem, small deep levels) and single-threaded 1x1 convs to its reference
    im2col path, which also converts channels-last tensors back (1 thread, 96^3: stem 0.127 s -> 0.061 s,
    segmentation head 0.31 s -> 0.02 s).
-4. **A channels-last InstanceNorm** (:class:`ChannelsLastInstanceNorm`): PyTorch's InstanceNorm reshapes to
-   ``(1, N*C, ...)``, which turns a channels-last tensor back into NCDHW and makes it 3x slower.
+4. **A channels-last InstanceNorm** (:class:`~monai_effseg.deploy.instance_norm.ChannelsLastInstanceNorm`):
+   PyTorch's InstanceNorm reshapes to ``(1, N*C, ...)``, which turns a channels-last tensor back into NCDHW and
+   makes it 3x slower. Inside conv -> InstanceNorm -> activation it also applies the activation, in place on the
+   conv's output, in two passes over cache-sized chunks instead of about eight over the whole tensor.
 5. **Activation and residual fusion** where a conv is directly followed by ReLU/LeakyReLU/SiLU (after BN folding) or
    ends a residual block: oneDNN applies them as post-ops while the conv output is still in cache.
 6. **No decoder concatenation** (:class:`ConcatFreeUNetDecoder`): the first conv of each nnU-Net decoder level runs
@@ -21,6 +23,9 @@
 7. **Upsampling folded into that conv** (:class:`~monai_effseg.deploy.polyphase.UpsampledConv`): the transposed conv
    and the conv on its output run as one conv at the coarse resolution, one output block per phase, then
    interleaved: 45% fewer multiply-adds on that path, and the upsampled tensor is never written.
+8. **The FullyEfficient decoder's MBConv blocks** (:class:`~monai_effseg.deploy.mbconv.InstanceNormMBConv`): the
+   expand conv's InstanceNorm folded into its weights from the input's moments, the squeeze-excitation gate folded
+   into the project conv, and the expanded tensor computed in slabs that never exist whole.
 
 :func:`keep_freed_memory` (per process) stops glibc from returning freed memory to the OS: a 3D U-Net allocates
 and frees hundreds of MB per layer, and every fresh allocation otherwise costs page faults and kernel zeroing
@@ -33,13 +38,11 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import functools
 import logging
 import sys
-from typing import Any, Callable, List, Optional, Union
+from typing import List, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
@@ -49,6 +52,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from monai_effseg.blocks.conv import ConvNormAct
 from monai_effseg.blocks.mbconv import ResidualBlock
 from monai_effseg.decoders.unet import UNetDecoder
+from monai_effseg.deploy.instance_norm import ChannelsLastInstanceNorm, activation_name
+from monai_effseg.deploy.mbconv import InstanceNormMBConv
+from monai_effseg.deploy.onednn import OneDNNConv, post_op
 from monai_effseg.deploy.polyphase import UpsampledConv
 
 logger = logging.getLogger(__name__)
@@ -79,133 +85,6 @@ def fold_batch_norms(model: nn.Module) -> int:
             module.norm = nn.Identity()
             folded += 1
     return folded
-
-
-class ChannelsLastInstanceNorm(nn.Module):
-    """InstanceNorm for channels-last inputs at inference; training (or a non-channels-last input) uses PyTorch's.
-    Two passes for the statistics, as accurate as PyTorch's."""
-
-    def __init__(self, norm: _InstanceNorm) -> None:
-        super().__init__()
-        if norm.track_running_stats:
-            raise ValueError("only InstanceNorm without running statistics (nnU-Net's) is supported")
-        self.eps = norm.eps
-        self.weight = norm.weight
-        self.bias = norm.bias
-        self.train(norm.training)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-        if self.training or x.dim() not in (4, 5) or not x.is_contiguous(memory_format=fmt):
-            return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
-        n, c = x.shape[0], x.shape[1]
-        flat = x.permute([0] + list(range(2, x.dim())) + [1]).reshape(n, -1, c)  # a view of (N, *spatial, C) memory
-        mean = flat.mean(1, keepdim=True)
-        var = (flat - mean).square_().mean(1, keepdim=True)
-        scale = torch.rsqrt(var + self.eps)
-        shift = -mean * scale
-        if self.weight is not None and self.bias is not None:
-            scale = scale * self.weight
-            shift = shift * self.weight + self.bias
-        out = flat.mul(scale).add_(shift)
-        return out.view([n] + list(x.shape[2:]) + [c]).permute([0, x.dim() - 1] + list(range(1, x.dim() - 1)))
-
-
-def _post_op(act: nn.Module) -> Optional[tuple]:
-    """oneDNN's name and scalars for an activation module, or None if it cannot be fused."""
-    if isinstance(act, nn.SiLU):
-        return "swish", []
-    if isinstance(act, nn.ReLU):
-        return "relu", []
-    if isinstance(act, nn.LeakyReLU):
-        return "leaky_relu", [act.negative_slope]
-    return None
-
-
-# The private oneDNN ops OneDNNConv calls, by role. They are not public API: a torch build may lack them (built
-# without oneDNN, or a release that renamed them), so each is looked up and checked once, and OneDNNConv falls back
-# to the plain op where one is missing or broken.
-ONEDNN_OPS = {
-    "conv": "aten.mkldnn_convolution",
-    "pointwise": "mkldnn._convolution_pointwise",
-    "binary": "mkldnn._convolution_pointwise.binary",
-}
-
-_PLAIN_ACTIVATIONS = {
-    "none": lambda y: y,
-    "relu": lambda y: F.relu(y),
-    "swish": lambda y: F.silu(y),
-    "leaky_relu": lambda y, slope: F.leaky_relu(y, slope),
-}
-
-
-@functools.lru_cache(maxsize=None)
-def _checked_op(qualified_name: str, role: str) -> Optional[Callable]:
-    op: Any = torch.ops
-    try:
-        for part in qualified_name.split("."):
-            op = getattr(op, part)
-        # one tiny call against the plain op: a same-named op with another signature or result is not used
-        g = torch.Generator().manual_seed(0)  # not the global generator: looking an op up draws no user randomness
-        x, w, b = (torch.randn(shape, generator=g) for shape in ((1, 2, 3, 3, 3), (2, 2, 1, 1, 1), (2,)))
-        args = (w, b, [0, 0, 0], [1, 1, 1], [1, 1, 1], 1)
-        expected = F.conv3d(x, w, b)
-        if role == "binary":
-            got, expected = op(x, x, *args, "add", 1.0, None, [], ""), expected + x
-        elif role == "pointwise":
-            got, expected = op(x, *args, "relu", [], ""), F.relu(expected)
-        else:
-            got = op(x, *args)
-        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
-            raise RuntimeError("result differs from the plain op")
-    except Exception as error:  # missing (AttributeError), or another signature or behaviour (RuntimeError, ...)
-        logger.warning(f"torch.ops.{qualified_name} unusable on torch {torch.__version__} ({error}); "
-                       "OneDNNConv falls back to the plain conv")  # fmt: skip
-        return None
-    return op
-
-
-def onednn_op(role: str) -> Optional[Callable]:
-    """The oneDNN op for ``role`` (a key of :data:`ONEDNN_OPS`), or ``None`` where this torch build lacks it or it
-    does not compute what :class:`OneDNNConv` expects (checked once per process on a tiny input)."""
-    return _checked_op(ONEDNN_OPS[role], role)
-
-
-class OneDNNConv(nn.Module):
-    """A conv (optionally + activation, optionally + a residual added to its output) that always runs oneDNN, or,
-    where this torch build lacks the oneDNN op (:func:`onednn_op`), the same computation with public ops."""
-
-    def __init__(self, conv: _ConvNd, post_op: Optional[tuple] = None, residual: bool = False) -> None:
-        super().__init__()
-        self.weight = conv.weight
-        self.bias = conv.bias
-        self.stride: List[int] = list(conv.stride)
-        self.padding: List[int] = list(conv.padding)
-        self.dilation: List[int] = list(conv.dilation)
-        self.groups = conv.groups
-        self.attr, self.scalars = post_op or ("none", [])
-        self.residual = residual
-        if residual and self.attr != "none":
-            raise ValueError("a residual conv cannot also fuse an activation here")
-
-    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
-        if residual is not None:
-            op = onednn_op("binary")
-            return op(x, residual, *args, "add", 1.0, None, [], "") if op else self.plain(x, residual)
-        if self.attr == "none":
-            op = onednn_op("conv")
-            return op(x, *args) if op else self.plain(x)
-        op = onednn_op("pointwise")
-        return op(x, *args, self.attr, self.scalars, "") if op else self.plain(x)
-
-    def plain(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The same computation with public PyTorch ops (used where this torch build lacks the oneDNN ones)."""
-        conv = F.conv3d if self.weight.dim() == 5 else F.conv2d
-        y = conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if residual is not None:
-            return y + residual
-        return _PLAIN_ACTIVATIONS[self.attr](y, *self.scalars)
 
 
 class FusedResidualBlock(nn.Module):
@@ -305,8 +184,19 @@ def _fusable_conv_act(module: nn.Module) -> bool:
     return (
         _onednn_capable(getattr(module, "conv", None))
         and isinstance(getattr(module, "norm", None), nn.Identity)
-        and _post_op(getattr(module, "act", None)) is not None
+        and post_op(getattr(module, "act", None)) is not None
         and len(list(module.children())) == 3
+    )
+
+
+def _instance_norm_then_act(module: nn.Module) -> bool:
+    """conv -> InstanceNorm -> activation with an in-place form, held as ``conv``/``norm``/``act``, where the norm
+    reads only the conv's output (:class:`ConvNormAct`, :class:`SplitInputConvNormAct`)."""
+    return (
+        isinstance(module, (ConvNormAct, SplitInputConvNormAct))
+        and isinstance(getattr(module, "norm", None), _InstanceNorm)
+        and not module.norm.track_running_stats
+        and activation_name(getattr(module, "act", None)) is not None
     )
 
 
@@ -325,6 +215,14 @@ def _fusable_residual(module: nn.Module) -> bool:
 
 def _swap_modules(model: nn.Module, fuse: bool) -> None:
     for name, child in model.named_children():
+        if isinstance(child, (ChannelsLastInstanceNorm, InstanceNormMBConv)):
+            continue  # already in inference form; its inner modules are the originals it falls back to
+        if fuse and InstanceNormMBConv.supports(child):
+            setattr(model, name, InstanceNormMBConv(child))
+            continue
+        if fuse and _instance_norm_then_act(child):
+            child.norm = ChannelsLastInstanceNorm(child.norm, child.act, inplace=True)  # on the conv's fresh output
+            child.act = nn.Identity()
         if isinstance(child, _InstanceNorm):
             setattr(model, name, ChannelsLastInstanceNorm(child))
         elif _onednn_capable(child):
@@ -333,7 +231,7 @@ def _swap_modules(model: nn.Module, fuse: bool) -> None:
             child.conv_b = OneDNNConv(child.conv_b)
             _swap_modules(child, fuse)
         elif fuse and _fusable_conv_act(child):
-            setattr(model, name, OneDNNConv(child.conv, _post_op(child.act)))
+            setattr(model, name, OneDNNConv(child.conv, post_op(child.act)))
         elif fuse and _fusable_residual(child):
             body = nn.Sequential(*list(child.body.children())[:-1])
             _swap_modules(body, fuse)
