@@ -75,6 +75,20 @@ def channel_moments(flats: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.
     return mean + reference.double(), m2 / count
 
 
+def normalising_affine(
+    mean: torch.Tensor, var: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], eps: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``scale`` and ``shift`` (float64) with ``norm(x) = x * scale + shift`` for an InstanceNorm whose
+    input has these per-channel statistics (affine ``weight`` / ``bias`` optional)."""
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight.detach().double()
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias.detach().double()
+    return scale, shift
+
+
 def voxels_by_channel(x: torch.Tensor) -> torch.Tensor:
     """A channels-last ``(1, C, *spatial)`` tensor as a ``(voxels, C)`` view of the same memory."""
     return x.permute([0] + list(range(2, x.dim())) + [1]).reshape(-1, x.shape[1])
@@ -122,15 +136,8 @@ def instance_norm_act_(
     the output's per-channel mean ``(C,)`` (what a squeeze-excitation block pools), else None."""
     slabs = [x] if isinstance(x, torch.Tensor) else list(x)
     flats = [voxels_by_channel(slab) for slab in slabs]
-    mean, var = channel_moments(flats)
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight.detach().double()
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias.detach().double()
     dtype = slabs[0].dtype
-    scale, shift = scale.to(dtype), shift.to(dtype)
+    scale, shift = (t.to(dtype) for t in normalising_affine(*channel_moments(flats), weight, bias, eps))
     activate = ACTIVATIONS_[act]
     sums = torch.zeros(flats[0].shape[1], dtype=torch.float64) if channel_means else None
     chunks = row_chunks(flats)

@@ -39,6 +39,7 @@ from monai_effseg.deploy.instance_norm import (
     channel_moments,
     instance_norm_act_,
     is_channels_last,
+    normalising_affine,
     row_chunks,
     voxels_by_channel,
 )
@@ -171,14 +172,8 @@ class InstanceNormMBConv(nn.Module):
         mean, _ = channel_moments([flat])
         covariance = channel_covariance(flat, mean)
         weight = conv.weight.detach().reshape(conv.out_channels, -1).double()
-        out_mean = weight @ mean
         out_var = ((weight @ covariance) * weight).sum(1)
-        scale = torch.rsqrt(out_var + norm.eps)
-        if norm.weight is not None:
-            scale = scale * norm.weight.detach().double()
-        shift = -out_mean * scale
-        if norm.bias is not None:
-            shift = shift + norm.bias.detach().double()
+        scale, shift = normalising_affine(weight @ mean, out_var, norm.weight, norm.bias, norm.eps)
         folded = (weight * scale[:, None]).to(x.dtype).reshape(conv.weight.shape)
         attr, scalars = self.expand_post_op
         return (folded, shift.to(x.dtype), *_geometry(conv), attr, scalars)
