@@ -120,14 +120,21 @@ def _command(data: Path, work: Path) -> list[str]:
     return cmd
 
 
-def _run_until(cmd: list[str], log: Path, stop_at: Path | None, sig: int) -> int:
-    """Run ``cmd``; once ``stop_at`` exists send ``sig``. Returns the exit code."""
+def _saved_after(models: Path, epoch: int):
+    """True once a checkpoint of an epoch after ``epoch`` exists. Waiting for one file was fragile: the saver keeps
+    the newest two, half a second of epochs, and a fresh clone's run finished its 100 epochs while the test waited
+    for ``checkpoint_epoch={epoch + 1}.pt``."""
+    return lambda: any(int(p.stem.split("=")[1]) > epoch for p in models.glob("checkpoint_epoch=*.pt"))
+
+
+def _run_until(cmd: list[str], log: Path, stop_when, sig: int) -> int:
+    """Run ``cmd``; once ``stop_when()`` is true send ``sig``. Returns the exit code."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
-        while stop_at is not None and proc.poll() is None and time.monotonic() < deadline:
-            if stop_at.exists():
+        while stop_when is not None and proc.poll() is None and time.monotonic() < deadline:
+            if stop_when():
                 proc.send_signal(sig)
                 break
             time.sleep(0.05)
@@ -144,13 +151,13 @@ def test_sigterm_then_sigint_then_same_command_resumes_and_keeps_the_best_model(
     data = synthetic_dataset("kits", num_cases=3, seed=7, shape=(48, 48, 24), root=tmp_path / "cache")
     models, cmd = tmp_path / "models", _command(data, tmp_path)
 
-    rc = _run_until(cmd, tmp_path / "run1.log", models / "checkpoint_epoch=1.pt", signal.SIGTERM)
+    rc = _run_until(cmd, tmp_path / "run1.log", _saved_after(models, 0), signal.SIGTERM)
     log1 = (tmp_path / "run1.log").read_text(encoding="utf-8")
     assert rc != 0, "SIGTERM did not stop the run:\n" + log1[-3000:]
     stopped_at = max(int(p.stem.split("=")[1]) for p in models.glob("checkpoint_epoch=*.pt"))
     best1, model1 = _best(models), (models / "model.pt").read_bytes()
 
-    rc = _run_until(cmd, tmp_path / "run2.log", models / f"checkpoint_epoch={stopped_at + 1}.pt", signal.SIGINT)
+    rc = _run_until(cmd, tmp_path / "run2.log", _saved_after(models, stopped_at), signal.SIGINT)
     log2 = (tmp_path / "run2.log").read_text(encoding="utf-8")
     assert rc != 0, "SIGINT did not stop the run:\n" + log2[-3000:]
     assert "resumed from" in log2 and f"checkpoint_epoch={stopped_at}.pt" in log2, log2[-3000:]
