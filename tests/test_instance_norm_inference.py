@@ -150,3 +150,19 @@ def test_optimized_fully_efficient_nets_use_the_inference_block():
         # float32 rounding: on the 64^3 net (outputs up to 9.4) oneDNN's convs alone, without this module, are
         # 3.7e-4 from a float64 forward, and eager float32 7e-5
         torch.testing.assert_close(output, reference, atol=1e-4 * reference.abs().max().item(), rtol=1e-4)
+
+
+def test_profile_times_forwards_without_gradients():
+    """``effseg profile --time`` times inference: no autograd graph (the inference forms fall back to the eager
+    modules under gradients, and a graph would hold every activation)."""
+    from monai_effseg.profile import time_forward
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.is_grad_enabled())
+            return x
+
+    assert time_forward(Probe(), (1, 1, 4, 4, 4), threads=1, warmup=1, repeats=2) >= 0
+    assert seen == [False, False, False]
