@@ -37,18 +37,20 @@ def row_chunks(flats: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     return [flat[start : start + step] for flat in flats for start in range(0, flat.shape[0], step)]
 
 
+def row_groups(chunk: torch.Tensor) -> List[torch.Tensor]:
+    """A ``(rows, C)`` chunk as ``(groups, rows_per_group, C)`` views: groups of :data:`ROWS_PER_SUM` rows, then the
+    remainder as one group. Sums within a group are float32, across groups float64 (:func:`column_sums`)."""
+    rows, channels = chunk.shape
+    whole = rows - rows % ROWS_PER_SUM
+    groups = [chunk[:whole].view(-1, ROWS_PER_SUM, channels)] if whole else []
+    return groups + ([chunk[whole:].unsqueeze(0)] if whole < rows else [])
+
+
 def column_sums(chunk: torch.Tensor) -> torch.Tensor:
     """``chunk.sum(0)`` in float64: float32 sums of 64 rows at a time, then float64. As accurate as a float64 sum
     to 3e-8 and faster than PyTorch's reduction over rows; a BLAS matrix-vector product was faster still but
     summed 2048 rows in float32 (1e-6 off), which the variance of a deep network's InstanceNorms did not survive."""
-    rows, channels = chunk.shape
-    whole = rows - rows % ROWS_PER_SUM
-    total = torch.zeros(channels, dtype=torch.float64)
-    if whole:
-        total += chunk[:whole].view(-1, ROWS_PER_SUM, channels).sum(1).double().sum(0)
-    if whole < rows:
-        total += chunk[whole:].sum(0).double()
-    return total
+    return sum(group.sum(1).double().sum(0) for group in row_groups(chunk))
 
 
 def channel_moments(flats: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:

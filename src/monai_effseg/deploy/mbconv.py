@@ -34,16 +34,16 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from monai_effseg.blocks.mbconv import MBConv
 from monai_effseg.blocks.se import SqueezeExcitation
 from monai_effseg.deploy.instance_norm import (
-    ROWS_PER_SUM,
     activation_name,
     channel_moments,
     instance_norm_act_,
     is_channels_last,
     normalising_affine,
     row_chunks,
+    row_groups,
     voxels_by_channel,
 )
-from monai_effseg.deploy.onednn import onednn_conv, post_op
+from monai_effseg.deploy.onednn import ConvGeometry, onednn_conv, post_op
 
 SLAB_ELEMENTS = 128 * 2**20
 """Elements of one expanded slab (512 MB in float32): 20 of 128 slices at 384 channels, so the halo recomputed per
@@ -63,17 +63,12 @@ def _conv(module: nn.Module) -> Optional[_ConvNd]:
 
 def channel_covariance(flat: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """Biased covariance ``(C, C)`` of the columns of a ``(voxels, C)`` matrix around ``mean``, in float64: float32
-    products summed over 64 rows at a time (one batched GEMM per cache-sized chunk), then in float64."""
+    products summed over 64 rows at a time (one batched GEMM per group of a cache-sized chunk), then in float64."""
     centre = mean.to(flat.dtype)
-    channels = flat.shape[1]
-    total = torch.zeros(channels, channels, dtype=torch.float64)
+    total = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64)
     for chunk in row_chunks([flat]):
-        centred = chunk - centre
-        whole = centred.shape[0] - centred.shape[0] % ROWS_PER_SUM
-        blocks = [centred[:whole].view(-1, ROWS_PER_SUM, channels)] if whole else []
-        blocks += [centred[whole:].unsqueeze(0)] if whole < centred.shape[0] else []
-        for block in blocks:
-            total += torch.bmm(block.transpose(1, 2), block).double().sum(0)
+        for group in row_groups(chunk - centre):
+            total += torch.bmm(group.transpose(1, 2), group).double().sum(0)
     return total / flat.shape[0]
 
 
@@ -134,7 +129,7 @@ class InstanceNormMBConv(nn.Module):
             weight = weight * self._gate(pooled).view([1, -1] + [1] * (weight.dim() - 2))
         outs = []
         while slabs:  # each expanded slab is freed as soon as it is projected
-            outs.append(onednn_conv(slabs.pop(0), weight, project.bias, *_geometry(project)))
+            outs.append(onednn_conv(slabs.pop(0), weight, project.bias, ConvGeometry.of(project)))
         out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         norm = self.project.norm
         instance_norm_act_(out, norm.weight, norm.bias, norm.eps)
@@ -145,7 +140,7 @@ class InstanceNormMBConv(nn.Module):
         with its halo and freed before the next: the expanded tensor (at the top level of FullyEfficientUNet-b0 at
         128^3, 384 channels, 3.2 GB) never exists whole."""
         dw = self.depthwise.conv
-        stride, padding, dilation, groups = _geometry(dw)
+        stride, padding, dilation, groups = ConvGeometry.of(dw)
         expand = self._folded_expand(x) if self.expand is not None else None
         depth, halo = x.shape[2], padding[0]
         per_slice = dw.in_channels * x[0, 0, 0].numel()
@@ -159,7 +154,7 @@ class InstanceNormMBConv(nn.Module):
                 hidden = onednn_conv(hidden, *expand)
             at_border = lo == 0 or hi == depth  # zero padding there; inside, the halo is real data
             pad = [halo if at_border else 0] + padding[1:]
-            y = onednn_conv(hidden, dw.weight, dw.bias, stride, pad, dilation, groups)
+            y = onednn_conv(hidden, dw.weight, dw.bias, ConvGeometry(stride, pad, dilation, groups))
             first = lo + halo - pad[0]  # the slice index of y's first output
             slabs.append(y[:, :, start - first : stop - first])
         return slabs
@@ -176,16 +171,9 @@ class InstanceNormMBConv(nn.Module):
         scale, shift = normalising_affine(weight @ mean, out_var, norm.weight, norm.bias, norm.eps)
         folded = (weight * scale[:, None]).to(x.dtype).reshape(conv.weight.shape)
         attr, scalars = self.expand_post_op
-        return (folded, shift.to(x.dtype), *_geometry(conv), attr, scalars)
+        return (folded, shift.to(x.dtype), ConvGeometry.of(conv), attr, scalars)
 
     def _gate(self, pooled: torch.Tensor) -> torch.Tensor:
         se = self.se
         squeezed = pooled.view([1, -1] + [1] * len(se.spatial_axes))
         return torch.sigmoid(se.excite(se.act(se.squeeze(squeezed)))).flatten()
-
-
-def _geometry(conv: _ConvNd) -> tuple:
-    stride: List[int] = list(conv.stride)
-    padding: List[int] = list(conv.padding)
-    dilation: List[int] = list(conv.dilation)
-    return stride, padding, dilation, conv.groups

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,19 @@ def onednn_op(role: str) -> Optional[Callable]:
     return _checked_op(ONEDNN_OPS[role], role)
 
 
+class ConvGeometry(NamedTuple):
+    """A conv's stride, padding, dilation and groups, as the oneDNN ops take them."""
+
+    stride: List[int]
+    padding: List[int]
+    dilation: List[int]
+    groups: int
+
+    @classmethod
+    def of(cls, conv: _ConvNd) -> "ConvGeometry":
+        return cls(list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups)
+
+
 class OneDNNConv(nn.Module):
     """A conv (optionally + activation, optionally + a residual added to its output) that always runs oneDNN, or,
     where this torch build lacks the oneDNN op (:func:`onednn_op`), the same computation with public ops."""
@@ -87,39 +100,32 @@ class OneDNNConv(nn.Module):
         super().__init__()
         self.weight = conv.weight
         self.bias = conv.bias
-        self.stride: List[int] = list(conv.stride)
-        self.padding: List[int] = list(conv.padding)
-        self.dilation: List[int] = list(conv.dilation)
-        self.groups = conv.groups
+        self.geometry = ConvGeometry.of(conv)
         self.attr, self.scalars = post_op or ("none", [])
         self.residual = residual
         if residual and self.attr != "none":
             raise ValueError("a residual conv cannot also fuse an activation here")
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return onednn_conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
-                           self.attr, self.scalars, residual)  # fmt: skip
+        return onednn_conv(x, self.weight, self.bias, self.geometry, self.attr, self.scalars, residual)
 
     def plain(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The same computation with public PyTorch ops."""
-        return plain_conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
-                          self.attr, self.scalars, residual)  # fmt: skip
+        return plain_conv(x, self.weight, self.bias, self.geometry, self.attr, self.scalars, residual)
 
 
 def onednn_conv(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
+    geometry: ConvGeometry,
     attr: str = "none",
     scalars: Sequence = (),
     residual: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``conv(x) [+ residual]`` or ``act(conv(x))`` (``attr``: a oneDNN post-op name of :func:`post_op`) with
     oneDNN, or with public ops where this torch build lacks the oneDNN op."""
+    stride, padding, dilation, groups = geometry
     args = (weight, bias, padding, stride, dilation, groups)
     if residual is not None:
         op = onednn_op("binary")
@@ -133,23 +139,20 @@ def onednn_conv(
         op = onednn_op("pointwise")
         if op:
             return op(x, *args, attr, list(scalars), "")
-    return plain_conv(x, weight, bias, stride, padding, dilation, groups, attr, scalars, residual)
+    return plain_conv(x, weight, bias, geometry, attr, scalars, residual)
 
 
 def plain_conv(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
+    geometry: ConvGeometry,
     attr: str = "none",
     scalars: Sequence = (),
     residual: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """What :func:`onednn_conv` computes, with public PyTorch ops (used where this torch build lacks a oneDNN op)."""
-    y = (F.conv3d if weight.dim() == 5 else F.conv2d)(x, weight, bias, stride, padding, dilation, groups)
+    y = (F.conv3d if weight.dim() == 5 else F.conv2d)(x, weight, bias, *geometry)
     if residual is not None:
         return y + residual
     return _PLAIN_ACTIVATIONS[attr](y, *scalars)
