@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,10 +219,10 @@ def _bundle_run_command(bundle: Path, config_files: list, overrides: dict) -> li
     return cmd
 
 
-def test_demo_command_runs_training_and_holdout_evaluation(bundle, tiny_data, tmp_path):
+def _run_demo(bundle: Path, tiny_data: Path, tmp_path: Path, **network) -> None:
     """README's "CPU demo" command as a user types it (a fresh interpreter, only the configs' own imports), at tiny
     sizes: training, then the hold-out evaluation that demo.json's ``run`` adds."""
-    overrides = _one_epoch_overrides(bundle, tiny_data, tmp_path)
+    overrides = {**_one_epoch_overrides(bundle, tiny_data, tmp_path), **network}
     if "stage_overrides" in read_json(bundle / "configs" / "demo.json"):
         # the LiTS demos train their tumour stage in a second workflow, which gets only these keys
         overrides["stage_overrides"] = dict(overrides)
@@ -241,13 +242,74 @@ def test_demo_command_runs_training_and_holdout_evaluation(bundle, tiny_data, tm
     assert summary, "the hold-out evaluation wrote an empty summary"
 
 
+def test_demo_command_runs_training_and_holdout_evaluation(bundle, tiny_data, tmp_path):
+    _run_demo(bundle, tiny_data, tmp_path)
+
+
+def _network_keys(node) -> set[str]:
+    """The top-level keys that a config node references with ``@key`` (the ids before any ``#``)."""
+    return set(re.findall(r"@([A-Za-z_]\w*)", json.dumps(node)))
+
+
+def test_demo_holdout_evaluation_gets_every_network_key_the_training_sets(bundle):
+    """Every key that shapes inference.json's network and that the training configs set (so that a user can
+    override it on the demo's command line) is forwarded to the hold-out evaluation, which otherwise builds the
+    default network and fails to load the trained one."""
+    inference = read_json(bundle / "configs" / "inference.json")
+    training = {**read_json(bundle / "configs" / "train.json"), **read_json(bundle / "configs" / "demo.json")}
+    forwarded = set(training["demo_inference_overrides"])
+    shaping = {key for key in _network_keys(inference["network_def"]) if key in training}
+    assert shaping, "inference.json's network references no key: the check would pass vacuously"
+    assert shaping <= forwarded, f"not forwarded to the hold-out evaluation: {sorted(shaping - forwarded)}"
+
+
+USER_FLAGS = {"amp", "optimize"}  # bool-valued expressions by default; the others default to a JSON bool
+SET_BY_THE_CONFIG = {"rank0"}  # a flag the multi-GPU config computes, not one a user types
+
+
+def test_every_user_flag_is_read_through_as_flag(bundle):
+    """``--optimize false`` reaches the config as the text "false", which is true: every reference to a flag goes
+    through ``monai_effseg.utils.as_flag``, which reads true/false text as the bool it says."""
+    files = {path: read_json(path) for path in sorted((bundle / "configs").glob("*.json"))}
+    defaults = {k for config in files.values() for k, v in config.items() if isinstance(v, bool) and "#" not in k}
+    flags = (USER_FLAGS | defaults) - SET_BY_THE_CONFIG
+    assert {"amp", "optimize", "skip_bad_inputs"} <= flags
+    for path, config in files.items():
+        text = json.dumps(config)
+        for flag in flags:
+            bare = re.findall(rf"(?<!as_flag\()@{flag}(?![\w#])", text)
+            assert not bare, f"{path.name}: @{flag} read without monai_effseg.utils.as_flag"
+
+
+NON_DEFAULT_NETWORKS = {
+    "kits_efficientunet": {"encoder": "efficientnet-b0", "decoder": "mbconv"},
+    "kits_mss_unet": {"classic_unet": True},
+    "kits_residual_unet": {"residual": False, "deep_supervision": False},
+}
+
+
+@pytest.mark.parametrize(
+    "bundle,network",
+    [(b, NON_DEFAULT_NETWORKS[b.name]) for b in BUNDLES if b.name in NON_DEFAULT_NETWORKS],
+    ids=[b.name for b in BUNDLES if b.name in NON_DEFAULT_NETWORKS],
+    indirect=["bundle"],
+)
+def test_demo_with_a_non_default_network(bundle, network, tiny_data, tmp_path):
+    """The demo trains and evaluates the network chosen on its command line, not only the default one."""
+    _run_demo(bundle, tiny_data, tmp_path, **network)
+
+
 def test_two_process_gloo_training(bundle, tiny_data, tmp_path):
     overrides = _one_epoch_overrides(bundle, tiny_data, tmp_path)
     files = configs(bundle, "train.json", "demo.json", "multi_gpu_train.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     cmd += _bundle_run_command(bundle, files, overrides)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a rank that dies on a signal prints its Python stacks (faulthandler), so that a failure here says where
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()
     assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file()
+    # rank 0 alone logs: TensorBoard names each event file after the process that wrote it (..<host>.<pid>.<n>)
+    writers = {path.name.split(".")[-2] for path in tmp_path.glob("**/events.out.tfevents.*")}
+    assert len(writers) == 1, f"TensorBoard event files from {len(writers)} processes"

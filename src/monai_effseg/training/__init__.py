@@ -1,6 +1,7 @@
 """Training helpers: the one launcher of a later stage of a staged bundle (:class:`monai_effseg.nets.StagedNetwork`:
 Hao's cascade, Tustumi's liver-then-tumour nets) from its own run list, the folders of each stage, and the
-mixed-precision policy (:mod:`monai_effseg.training.amp`)."""
+mixed-precision policy (:mod:`monai_effseg.training.amp`), the multi-GPU process group
+(:mod:`monai_effseg.training.distributed`)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from monai_effseg.training.amp import (
     grad_scaler,
     to_float,
 )
+from monai_effseg.training.distributed import init_process_group, release_process_groups
 
 __all__ = ["TRAIN_ONLY", "train_stage", "stage_dir", "lr_step_transform", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype",
-           "amp_kwargs", "autocast", "grad_scaler", "to_float"]  # fmt: skip
+           "amp_kwargs", "autocast", "grad_scaler", "to_float", "init_process_group",
+           "release_process_groups"]  # fmt: skip
 
 TRAIN_ONLY = ["$@train#trainer.run()"]
 """A run list that only trains. Kept here because a bundle config cannot hold this string as data: the parser would
