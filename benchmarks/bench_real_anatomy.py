@@ -105,6 +105,7 @@ class BudgetSnapshots:
         self.protocol = protocol
         self.clock = TrainingClock(trainer, evaluator)
         self.trainer, self.network, self.scheduler, self.work = trainer, network, scheduler, work
+        work.mkdir(parents=True, exist_ok=True)
         self.pending = sorted(marks_min)
         self.budget_s = 60.0 * self.pending[-1]
         self.snapshots: list[dict] = []
@@ -157,32 +158,60 @@ class BudgetSnapshots:
             self.save(engine, self.pending.pop(0))
 
 
-def learning_curve(bundle: str, minutes: list[float], sampling: str, work: Path) -> list[dict]:
-    if count_stages(bundle) > 1:
-        raise SystemExit(f"{bundle}: its demo trains {count_stages(bundle)} stages; this benchmark times one")
-    workflow = realistic_workflow(bundle, work, sampling)
+def timed_stage(bundle: str, work: Path, sampling: str, marks: list[float], stage: int = 1) -> dict:
+    """Train stage ``stage`` (``train.json`` + ``demo.json``; checkpoints in ``work/models``, where a later stage
+    finds the earlier ones) on the training clock, its epochs fitted to ``max(marks)`` minutes, saving the
+    network's weights at each mark under ``work/stage<stage>``."""
+    workflow = realistic_workflow(bundle, work, sampling, **({"stage": stage} if stage > 1 else {}))
     parse = workflow.parser.get_parsed_content
     trainer, evaluator = parse("train#trainer"), parse("validate#evaluator")
-    snapshots = BudgetSnapshots(trainer, evaluator, parse("network"), parse("lr_scheduler"), minutes, work,
+    snapshots = BudgetSnapshots(trainer, evaluator, parse("network"), parse("lr_scheduler"), marks, work / f"stage{stage}",
                                 parse("eval_protocol"))  # fmt: skip
     start = time.perf_counter()
     trainer.run()
-    wall_s = time.perf_counter() - start
-    setup = {"inference": dict(parse("demo_inference_overrides")), "protocol": parse("eval_protocol")}
-    holdout_dir, training_dir = parse("holdout_dir"), parse("dataset_dir")
+    run = {"snapshots": snapshots.snapshots, "validations": snapshots.validations,
+           "planned_epochs": int(trainer.state.max_epochs), "wall_s": time.perf_counter() - start,
+           "setup": {"inference": dict(parse("demo_inference_overrides")), "protocol": parse("eval_protocol")},
+           "holdout_dir": parse("holdout_dir"), "training_dir": parse("dataset_dir")}  # fmt: skip
     workflow.finalize()
+    return run
+
+
+def learning_curve(bundle: str, minutes: list[float], sampling: str, work: Path) -> list[dict]:
+    """One run fitted to ``max(minutes)``, its weights at each mark evaluated on the hold-out cases. A staged bundle
+    (the cascade) gives each stage an equal share of the budget, trained one after the other as its demo does;
+    the marks then fall in the last stage (a mark before it has no network to evaluate)."""
+    stages = count_stages(bundle)
+    if stages > 1 and "stage_overrides" in json.loads(
+        (REPO / "bundles" / bundle / "configs" / "demo.json").read_text()
+    ):
+        raise SystemExit(f"{bundle}: its stages train on different data; this benchmark times the cascade's kind")
+    share = max(minutes) / stages
+    earlier_s, wall_s = 0.0, 0.0
+    for stage in range(1, stages):  # stage 1 of the cascade: its best model.pt is what the next stage trains on
+        run = timed_stage(bundle, work, sampling, [share], stage)
+        earlier_s += run["snapshots"][-1]["train_s"]
+        if not (work / "models" / "model.pt").is_file():
+            raise SystemExit(f"{bundle}: stage {stage} was never validated in {share:g} min; give it more minutes")
+        wall_s += run["wall_s"]
+    marks = [m - share * (stages - 1) for m in minutes if m > share * (stages - 1)]
+    run = timed_stage(bundle, work, sampling, marks, stages)
     rows = []
-    for snap in snapshots.snapshots:
-        scores = evaluate_weights(bundle, snap["path"], holdout_dir, work / f"holdout_{snap['minutes']:g}min", setup)
-        rows.append({"bundle": bundle, "sampling": sampling, "schedule_min": max(minutes), "budget_min": snap["minutes"],
-                     "train_s": snap["train_s"], "epoch": snap["epoch"], "iteration": snap["iteration"], **scores,
-                     "planned_epochs": int(trainer.state.max_epochs), "run_wall_s": round(wall_s, 1)})  # fmt: skip
+    for snap in run["snapshots"]:
+        budget = snap["minutes"] + share * (stages - 1)
+        scores = evaluate_weights(
+            bundle, snap["path"], run["holdout_dir"], work / f"holdout_{budget:g}min", run["setup"]
+        )
+        rows.append({"bundle": bundle, "sampling": sampling, "schedule_min": max(minutes), "budget_min": budget,
+                     "train_s": round(earlier_s + snap["train_s"], 1), "epoch": snap["epoch"],
+                     "iteration": snap["iteration"], **scores, "planned_epochs": run["planned_epochs"],
+                     "run_wall_s": round(wall_s + run["wall_s"], 1), "stages": stages})  # fmt: skip
     # the same weights on the cases they were trained on: learnt but not carried over to unseen patients, or not learnt
-    seen = evaluate_weights(bundle, snapshots.snapshots[-1]["path"], training_dir, work / "training_cases", setup)
-    rows[-1]["training_cases"] = seen
-    rows[-1]["validation_history"] = (
-        snapshots.validations
-    )  # validation cases: the training patients, no post-processing
+    last = run["snapshots"][-1]["path"]
+    rows[-1]["training_cases"] = evaluate_weights(
+        bundle, last, run["training_dir"], work / "training_cases", run["setup"]
+    )
+    rows[-1]["validation_history"] = run["validations"]  # validation cases: the training patients, no post-processing
     return rows
 
 

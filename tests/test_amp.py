@@ -178,8 +178,13 @@ def test_train_config_resolves_amp_cache_and_loaders(bundle, tiny_synthetic, tmp
     device = parser.get_parsed_content("device")
     assert parser.get_parsed_content("amp") == torch.cuda.is_available()
     assert parser.get_parsed_content("amp_kwargs") == {"dtype": amp_dtype(device)}
-    for engine in ("train#trainer", "validate#evaluator"):
-        assert parser[f"{engine}#amp"] == "@amp" and parser[f"{engine}#amp_kwargs"] == "@amp_kwargs", engine
+    default = parser["amp"]
+    for typed, expected in ((False, False), ("false", False), ("True", True)):  # as fire hands --amp over
+        parser["amp"] = typed
+        for engine in ("train#trainer", "validate#evaluator"):
+            assert parser.get_parsed_content(f"{engine}#amp", lazy=False) is expected, (engine, typed)
+            assert parser[f"{engine}#amp_kwargs"] == "@amp_kwargs", engine
+    parser["amp"] = default
     assert parser["train#trainer#_target_"] == "monai_effseg.training.AmpSupervisedTrainer"
     assert "$setattr(torch.backends.cudnn, 'benchmark', True)" in parser["initialize"]
 

@@ -127,11 +127,17 @@ def _saved_after(models: Path, epoch: int):
     return lambda: any(int(p.stem.split("=")[1]) > epoch for p in models.glob("checkpoint_epoch=*.pt"))
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_until(cmd: list[str], log: Path, stop_when, sig: int) -> int:
     """Run ``cmd``; once ``stop_when()`` is true send ``sig``. Returns the exit code."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # a shell's background job (nohup ... &) ignores SIGINT, and its children inherit that: give the run the
+        # default disposition, so that Python turns SIGINT into KeyboardInterrupt as in a terminal
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_default_sigint)
         deadline = time.monotonic() + 120
         while stop_when is not None and proc.poll() is None and time.monotonic() < deadline:
             if stop_when():
