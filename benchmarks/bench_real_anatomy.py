@@ -11,12 +11,14 @@ kidney region, tumour-to-kidney contrast and tumour size at the training spacing
 ``realistic`` (the demo's patch, widths and batch; 20 training cases from 7 patients), trained for the largest budget
 on ``--threads`` threads. The clock counts training only (validation runs are excluded, as in the time-to-Dice
 benchmark). After every epoch the epoch count is fitted to the budget left, so the polynomial learning-rate
-schedule ends with it. The weights at each budget mark are saved and evaluated afterwards on the hold-out cases
-(6 cases from the 3 patients the training never sees; ``inference.json``, mirror TTA off): hold-out kidney
-(kidney and mass) and tumour Dice; the last weights also on the 20 training cases (seen patients: learnt but not
-carried over to new patients, or not learnt at all). Results go to ``--json`` (default ``docs/real_anatomy.json``,
-rows keyed by bundle, sampling, schedule and budget), the figure ``docs/figures/real_anatomy.png`` and the results
-blocks of the KiTS bundle READMEs and docs/realistic_data.md.
+schedule ends with it. A staged bundle (``kits_unet_cascade``) trains its stages in turn as its demo does, each for an
+equal share of the largest budget; its marks count every stage, and a mark inside the first stage is skipped
+(``--minutes 40 60``: stage 1 for 30 minutes, stage 2's weights at 10 and 30). The weights at each budget mark
+are saved and evaluated afterwards on the hold-out cases (6 cases from the 3 patients the training never sees;
+``inference.json``, mirror TTA off): hold-out kidney (kidney and mass) and tumour Dice; the last weights also on the
+20 training cases (seen patients: learnt but not carried over to new patients, or not learnt at all). Results go
+to ``--json`` (default ``docs/real_anatomy.json``, rows keyed by bundle, sampling, schedule and budget), the figure
+``docs/figures/real_anatomy.png`` and the results blocks of the KiTS bundle READMEs and docs/realistic_data.md.
 
     python benchmarks/bench_real_anatomy.py --patches 600 [--bundles kits_nnunet_baseline]
     python benchmarks/bench_real_anatomy.py --bundles kits_nnunet_baseline --minutes 10 30 60 [--sampling per_class]
@@ -165,8 +167,8 @@ def timed_stage(bundle: str, work: Path, sampling: str, marks: list[float], stag
     workflow = realistic_workflow(bundle, work, sampling, **({"stage": stage} if stage > 1 else {}))
     parse = workflow.parser.get_parsed_content
     trainer, evaluator = parse("train#trainer"), parse("validate#evaluator")
-    snapshots = BudgetSnapshots(trainer, evaluator, parse("network"), parse("lr_scheduler"), marks, work / f"stage{stage}",
-                                parse("eval_protocol"))  # fmt: skip
+    snapshots = BudgetSnapshots(trainer, evaluator, parse("network"), parse("lr_scheduler"), marks,
+                                work / f"stage{stage}", parse("eval_protocol"))  # fmt: skip
     start = time.perf_counter()
     trainer.run()
     run = {"snapshots": snapshots.snapshots, "validations": snapshots.validations,

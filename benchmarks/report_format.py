@@ -331,9 +331,13 @@ def render_real_anatomy(results: dict, bundle: str, source: str) -> str:
         "re-renders this block.",
         "",
     ]
+    if any(r.get("stages", 1) > 1 for r in rows):
+        lines[0] += (" A staged bundle (the cascade) trains its stages one after the other, each for an equal share "
+                     "of the schedule, as its demo does: its budgets count every stage, its epochs are the last "
+                     "stage's, and a budget inside the first stage has no network to evaluate.")  # fmt: skip
     table = [[r["bundle"], r["sampling"].replace("_", " "), f"{r['schedule_min']:g}", f"{r['budget_min']:g}",
-              f"{r['train_s'] / 60:.1f}", str(r["epoch"]), fnum(r["kidney_dice"]), fnum(r["tumour_dice"]),
-              r["measured_at"][:10]] for r in rows]  # fmt: skip
+              f"{r['train_s'] / 60:.1f}", str(r["epoch"]) + (f" (stage {r['stages']})" if r.get("stages", 1) > 1 else ""),
+              fnum(r["kidney_dice"]), fnum(r["tumour_dice"]), r["measured_at"][:10]] for r in rows]  # fmt: skip
     lines += [md_table(["bundle", "patch sampling", "schedule (min)", "budget (min)", "trained (min)", "epochs",
                         "kidney Dice", "tumour Dice", "measured"], table), ""]  # fmt: skip
     return "\n".join(lines)
