@@ -1,8 +1,11 @@
 """Issue 28: a whole abdominal CT through each KiTS bundle on a 2-thread CPU, fast path against full path.
 
 ``full``: the bundle's ``inference.json`` as it runs on a CPU (``optimize_for_inference``), mirror TTA off (the
-default TTA runs every window 8 times: the full path here is the cheapest full pass). ``fast``: the same plus
-``inference_fast.json`` (a low-resolution localizer, then the full pass's windows that reach the kidney boxes).
+default TTA runs every window 8 times: the full path here is the cheapest full pass), in float32. ``fast``: the
+same plus ``inference_fast.json`` (a low-resolution localizer, then the full pass's windows that reach the kidney
+boxes, in bfloat16 on a CPU with AMX where the overlay's ``bf16_on_amx`` is set). The cascade, coarse-to-fine by
+design and without an overlay, is measured on request (``--bundles kits_unet_cascade``): its fast path is its
+``inference.json`` with ``bf16_on_amx``.
 Both end to end: load, preprocessing, inference, inversion, post-processing, NIfTI written; each run in a fresh
 process that reports its own peak resident memory.
 
@@ -16,7 +19,8 @@ growing would measure the noise; on trained models the accuracy benchmark runs t
 The CTs: tests/data/abdomen_ct_3mm resampled to 512 x 512 x 100 at 0.78 x 0.78 x 3 mm (KiTS19's typical scan) and
 to 512 x 512 x 600 at 0.78 x 0.78 x 0.8 mm (a thin-slice scan; air beyond the 336 mm the source covers).
 "Compute limit" is the FLOPs of every window the networks ran (counted per window shape) over this CPU's measured
-fp32 matmul rate on the same threads: the time the arithmetic alone would take.
+matmul rate on the same threads in the precision the network ran in (fp32, or bf16 where the fast path used AMX):
+the time the arithmetic alone would take.
 
 ``--accuracy DEMO_WORK`` measures the other half: on each bundle's demo-trained model (the ``demos`` section of
 ``run_all.py --work-dir DEMO_WORK`` keeps them), it trains the bundle's localizer on the same demo cases
@@ -51,14 +55,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 KITS_FAST = ["kits_nnunet_baseline", "kits_efficientunet", "kits_residual_unet", "kits_mss_unet", "kits_sauron_nnunet"]
+KITS = [*KITS_FAST, "kits_unet_cascade"]
 MASKS = [REPO / "tests" / "data" / "abdomen_ct_3mm" / f"kidney_{side}.nii.gz" for side in ("left", "right")]
 CTS = {100: ((512, 512, 100), (0.78125, 0.78125, 3.0)), 600: ((512, 512, 600), (0.78125, 0.78125, 0.8))}
 
 
-def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """fp32 matrix-product rate of this CPU on ``threads`` threads (best of ``repeats``), in GFLOP/s."""
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Matrix-product rate of this CPU in ``dtype`` on ``threads`` threads (best of ``repeats``), in GFLOP/s."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = math.inf
     for _ in range(repeats):
@@ -82,19 +87,17 @@ def make_inputs(work: Path, slices: int) -> tuple[Path, Path]:
 def make_weights(bundle: str, ct: Path, models: Path, overrides: dict) -> None:
     """Fresh network weights (BatchNorm calibrated on ``ct``) and a fresh localizer, where the fast path finds them."""
     from bench_real_ct import calibrate_batchnorm
-    from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config(
-        [str(REPO / "bundles" / bundle / "configs" / f) for f in ("inference.json", "inference_fast.json")]
-    )
-    parser.update({"bundle_root": str(REPO / "bundles" / bundle), **overrides})
+    configs, _ = fast_path(bundle)
+    parser = bundle_parser(bundle, configs, overrides)
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
     calibrate_batchnorm(net, parser, ct)
-    (models / "localizer").mkdir(parents=True, exist_ok=True)
+    models.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), models / "model.pt")
-    torch.save(parser.get_parsed_content("localizer_def").state_dict(), models / "localizer" / "model.pt")
+    if "localizer_def" in parser:
+        (models / "localizer").mkdir(exist_ok=True)
+        torch.save(parser.get_parsed_content("localizer_def").state_dict(), models / "localizer" / "model.pt")
 
 
 def record_windows(windows: list[tuple[str, tuple]], localizer: dict) -> None:
@@ -132,9 +135,10 @@ def run_child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     bundle = REPO / "bundles" / spec["bundle"]
-    files = ["inference.json"] + (["inference_fast.json"] if spec["mode"] == "fast" else [])
+    files, fast_overrides = fast_path(spec["bundle"]) if spec["mode"] == "fast" else (["inference.json"], {})
     overrides = {"mirror_axes": [], "ckpt_path": spec["ckpt"], "fingerprint_path": spec["fingerprint"],
-                 "input_dir": str(Path(spec["ct"]).parent), "output_dir": spec["out"], **spec["overrides"]}  # fmt: skip
+                 "input_dir": str(Path(spec["ct"]).parent), "output_dir": spec["out"], **fast_overrides,
+                 **spec["overrides"]}  # fmt: skip
     windows: list[tuple[str, tuple]] = []
     localizer: dict = {}
     record_windows(windows, localizer)
@@ -159,8 +163,13 @@ def run_child(spec: dict) -> dict:
         nets["localizer"] = ConfigParser(parser.get()).get_parsed_content("localizer_def")
     flops = {tag: 0 for tag in nets}
     for (tag, shape), count in Counter(windows).items():
-        flops[tag] += count * count_flops(nets[tag], shape, parts=[])["network"]
+        flops[tag] += count * count_flops(window_net(nets[tag], shape), shape, parts=[])["network"]
     segs = sorted(Path(spec["out"]).glob("*.nii*"))
+    from monai_effseg.deploy.optimize import cpu_has_amx
+
+    bf16 = (
+        bool(parser.get_parsed_content("bf16_on_amx")) and cpu_has_amx() and bool(parser.get_parsed_content("optimize"))
+    )
     return {
         "bundle": spec["bundle"], "mode": spec["mode"], "ct": spec["ct_name"], "wall_s": wall,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -168,8 +177,19 @@ def run_child(spec: dict) -> dict:
         "windows": sum(shape[0] for tag, shape in windows if tag == "network"),  # network windows (batch entries)
         "boxes": [list(map(list, b)) for b in boxes] if boxes else None,
         "box_fraction": box_fraction(boxes, label.shape) if boxes else 1.0,
-        "segmentation": str(segs[0]) if segs else None,
+        "segmentation": str(segs[0]) if segs else None, "precision": "bfloat16" if bf16 else "float32",
     }  # fmt: skip
+
+
+def window_net(net: torch.nn.Module, shape: tuple) -> torch.nn.Module:
+    """The network a window of ``shape`` ran through: ``net``, or for a staged network (the cascade, whose stages
+    the inferer calls one by one) the stage whose first conv takes that many channels."""
+    stages = [getattr(net, name) for name in getattr(net, "inference_stages", ())]
+    for stage in stages:
+        first = next(m for m in stage.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+        if first.in_channels == shape[1]:
+            return stage
+    return net
 
 
 def _preprocessed_mask(parser, spec: dict) -> np.ndarray:
@@ -204,11 +224,21 @@ def agreement(a: str, b: str) -> float:
 DEMO_LOCALIZER = {"localizer_zoom": [0.5, 0.5, 1.0], "localizer_patch": [48, 48, 32]}
 
 
+def fast_path(bundle: str) -> tuple[list[str], dict]:
+    """The fast path's config files and overrides: ``inference_fast.json`` on top of ``inference.json`` where the
+    bundle has the overlay; the cascade (coarse-to-fine by design, no overlay) is its ``inference.json`` with
+    ``bf16_on_amx``."""
+    if (REPO / "bundles" / bundle / "configs" / "inference_fast.json").is_file():
+        return ["inference.json", "inference_fast.json"], {}
+    return ["inference.json"], {"bf16_on_amx": True}
+
+
 def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict:
     """Localizer training on the demo cases, then the hold-out phantoms through both paths (see the module doc)."""
     sys.path.insert(0, str(REPO / "tests"))
     from bundle_utils import demo_value
 
+    from monai_effseg.deploy.optimize import cpu_has_amx
     from monai_effseg.workflows import evaluate_holdout, run_bundle
 
     root, work = REPO / "bundles" / bundle, demo_work / "demos" / bundle
@@ -217,26 +247,40 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict
         raise FileNotFoundError(
             f"{models / 'model.pt'}: run benchmarks/run_all.py --sections demos --work-dir {demo_work}"
         )
+    fast_configs, fast_overrides = fast_path(bundle)
     start = time.perf_counter()
-    run_bundle(root, ["localizer.json"], "train", literals={
-        "dataset_dir": demo_value(root, "dataset_dir"), "model_dir": str(models), "model_eval_dir": str(work / "eval"),
-        "max_epochs": epochs, "iterations_per_epoch": iterations, "val_interval": epochs, "num_workers": 0,
-        **DEMO_LOCALIZER})  # fmt: skip
+    if "inference_fast.json" in fast_configs:
+        run_bundle(root, ["localizer.json"], "train", literals={
+            "dataset_dir": demo_value(root, "dataset_dir"), "model_dir": str(models),
+            "model_eval_dir": str(work / "eval"), "max_epochs": epochs, "iterations_per_epoch": iterations,
+            "val_interval": epochs, "num_workers": 0, **DEMO_LOCALIZER})  # fmt: skip
+        fast_overrides = DEMO_LOCALIZER
     localizer_s = time.perf_counter() - start
     # mirror TTA off in both paths, as on a CPU (the fast overlay's default; some demos keep the bundle's 8 flips)
     overrides = {**demo_value(root, "demo_inference_overrides", ckpt_dir=str(models)), "mirror_axes": []}
     holdout, protocol = demo_value(root, "holdout_dir"), demo_value(root, "eval_protocol")
     row = {"bundle": bundle, "localizer_train_s": localizer_s, "holdout_dir": str(holdout), "protocol": protocol}
-    for mode, configs, extra in (("full", ["inference.json"], {}), ("fast", ["inference.json", "inference_fast.json"],
-                                                                      DEMO_LOCALIZER)):  # fmt: skip
+    for mode, configs, extra in (("full", ["inference.json"], {}), ("fast", fast_configs, fast_overrides)):
         start = time.perf_counter()
         summary = evaluate_holdout(root, holdout, work / f"holdout_{mode}", protocol, {**overrides, **extra},
                                    configs=configs)  # fmt: skip
         row[mode] = {k: v["mean"] for k, v in summary["metrics"].items() if isinstance(v, dict) and "mean" in v}
         row[f"{mode}_s"] = time.perf_counter() - start
+    parser = bundle_parser(bundle, fast_configs, fast_overrides)
+    row["fast_precision"] = "bfloat16" if parser.get_parsed_content("bf16_on_amx") and cpu_has_amx() else "float32"
     full_dir, fast_dir = work / "holdout_full" / "predictions", work / "holdout_fast" / "predictions"
     row["agreement"] = {p.name: agreement(str(p), str(fast_dir / p.name)) for p in sorted(full_dir.rglob("*.nii.gz"))}
     return row
+
+
+def bundle_parser(bundle: str, configs: list[str], overrides: dict):
+    """A ``ConfigParser`` of the bundle's ``configs`` with ``overrides`` (parsed lazily: nothing is built)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundles" / bundle / "configs" / f) for f in configs])
+    parser.update({"bundle_root": str(REPO / "bundles" / bundle), **overrides})
+    return parser
 
 
 def print_accuracy(rows: list[dict]) -> None:
@@ -250,7 +294,8 @@ def print_accuracy(rows: list[dict]) -> None:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundles", nargs="+", default=KITS_FAST, choices=KITS_FAST)
+    p.add_argument("--bundles", nargs="+", default=KITS_FAST, choices=KITS,
+                   help="default: the bundles with inference_fast.json; the cascade's fast path is bf16 only")  # fmt: skip
     p.add_argument("--cts", nargs="+", type=int, default=[100, 600], choices=sorted(CTS))
     p.add_argument("--full-on", nargs="*", type=int, default=[100], help="CTs (slices) that also run the full path")
     p.add_argument(
@@ -284,8 +329,9 @@ def main() -> None:
     overrides = {"features": [8, 16, 32, 64, 80, 80]} if args.smoke else {}
     if args.smoke:
         args.bundles, args.cts = ["kits_nnunet_baseline"], [100]
-    gflops = matmul_gflops(args.threads)
-    print(f"this CPU: {gflops:.0f} GFLOP/s fp32 matmul on {args.threads} threads", flush=True)
+    gflops = {"float32": matmul_gflops(args.threads), "bfloat16": matmul_gflops(args.threads, dtype=torch.bfloat16)}
+    print(f"this CPU: {gflops['float32']:.0f} GFLOP/s fp32 and {gflops['bfloat16']:.0f} GFLOP/s bf16 matmul on "
+          f"{args.threads} threads", flush=True)  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -299,19 +345,25 @@ def main() -> None:
                     spec = {"bundle": bundle, "mode": mode, "threads": args.threads, "ct": str(ct), "mask": str(mask),
                             "ct_name": f"512x512x{n}", "ckpt": str(models / "model.pt"),
                             "fingerprint": str(models / "none.json"), "out": str(work / bundle / f"segs_{n}_{mode}"),
-                            "overrides": {**overrides, **({"inferer#max_grow": args.max_grow} if mode == "fast" else {})}}  # fmt: skip
+                            "overrides": {**overrides, **({"inferer#max_grow": args.max_grow} if mode == "fast" and bundle in KITS_FAST else {})}}  # fmt: skip
                     row = child_run(spec)
-                    row["compute_limit_s"] = row["flops"] / (gflops * 1e9)
+                    row["compute_limit_s"] = row["flops"] / (gflops[row["precision"]] * 1e9)
                     rows.append(row)
                     print(f"{bundle:22s} {row['ct']:12s} {mode:4s} {row['wall_s']:7.1f} s  peak {row['peak_rss_gb']:5.2f} GB  "
                           f"{row['flops'] / 1e12:6.2f} TFLOP in {row['windows']:3d} windows (limit {row['compute_limit_s']:5.1f} s)  "
-                          f"boxes {row['box_fraction']:.1%} of the volume", flush=True)  # fmt: skip
+                          f"boxes {row['box_fraction']:.1%} of the volume, {row['precision']}", flush=True)  # fmt: skip
             if args.json:  # after each bundle: a run cut short keeps what it measured
                 save(
                     args.json,
                     "rows",
                     rows,
-                    {"threads": args.threads, "matmul_gflops": gflops, "smoke": args.smoke, "max_grow": args.max_grow},
+                    {
+                        "threads": args.threads,
+                        "matmul_gflops": gflops["float32"],
+                        "matmul_gflops_bf16": gflops["bfloat16"],
+                        "smoke": args.smoke,
+                        "max_grow": args.max_grow,
+                    },
                 )
         print_table(rows)
 

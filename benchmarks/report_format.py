@@ -265,6 +265,15 @@ def render_bundle_demo(record: dict, bundle: str, source: str) -> str:
     ])  # fmt: skip
 
 
+def precision_sentence(rows: list[dict], mode: str) -> str:
+    """Which precision ``mode``'s rows ran in (rows measured before the bf16 option say nothing)."""
+    ran = {r["precision"] for r in rows if r["mode"] == mode and "precision" in r}
+    if ran == {"bfloat16"}:
+        return (f" The {mode} path ran in bfloat16 on this CPU's AMX tiles (the overlay's `bf16_on_amx`; float32 on "
+                "a CPU without them), the full path in float32.")  # fmt: skip
+    return f" The {mode} path ran in {', '.join(sorted(ran))}." if ran else ""
+
+
 def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
     """Markdown of one bundle's rows of ``benchmarks/bench_fast_ct.py``'s results file ``source``: both paths' time
     per CT, and their hold-out Dice on the demo model where ``--accuracy`` ran."""
@@ -287,7 +296,8 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
             if not results.get("max_grow")
             else f"with up to {results['max_grow']} rounds that grow a box where the network's kidney reaches its face."
         )
-        + (f" {results['note']}" if results.get("note") else ""),
+        + (f" {results['note']}" if results.get("note") else "")
+        + precision_sentence(rows, "fast"),
         "",
     ]
     table = []
@@ -297,14 +307,16 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
         table.append([ct, f"{full['wall_s']:.0f}" if full else "-", f"{fast['wall_s']:.0f}" if fast else "-",
                       f"{full['wall_s'] / fast['wall_s']:.1f}x" if fast and full else "-",
                       f"{fast['peak_rss_gb']:.1f}" if fast else "-",
-                      f"{fast['box_fraction']:.0%}" if fast else "-"])  # fmt: skip
+                      f"{fast['box_fraction']:.0%}" if fast and fast.get("boxes") else "-"])  # fmt: skip
     lines += [md_table(["CT", "full path (s)", "fast path (s)", "speed-up", "fast peak memory (GB)",
                         "share of the volume in kidney boxes"], table), ""]  # fmt: skip
     acc = next((a for a in results.get("accuracy", []) if a["bundle"] == bundle), None)
     if acc:
         kidney = "kidney_dice" if acc["protocol"] == "kits19" else "kidney_and_mass_dice"
         lines += [
-            f"On this bundle's demo model (its hold-out phantoms, localizer trained on the demo cases): hold-out "
+            "On this bundle's demo model (its hold-out phantoms, localizer trained on the demo cases"
+            + (", the fast path in bfloat16" if acc.get("fast_precision") == "bfloat16" else "")
+            + "): hold-out "
             f"{kidney.replace('_', ' ')} {fnum(acc['full'][kidney])} full, {fnum(acc['fast'][kidney])} fast; tumour "
             f"Dice {fnum(acc['full']['tumor_dice'])} full, {fnum(acc['fast']['tumor_dice'])} fast; the two paths' "
             f"kidney-and-mass masks agree with Dice >= {fnum(min(acc['agreement'].values()))} on every case.",

@@ -122,3 +122,23 @@ def test_quick_run_measures_every_section(tmp_path):
         assert f"## {i}. " in report
     assert "This section failed" not in report and "Rendering failed" not in report
     assert report.count("QUICK MODE") == len(names)
+
+
+def test_fast_ct_benchmark_runs_the_cascade_in_bf16_and_counts_each_stage_s_windows():
+    """The cascade has no fast overlay: its fast path is ``inference.json`` in bfloat16; its FLOPs are counted per
+    stage (the inferer calls the stages one by one, stage 2 on 2 channels)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_fast_ct
+    finally:
+        sys.path.remove(str(BENCH))
+    from monai_effseg.nets import UNetCascade, build_net
+
+    assert bench_fast_ct.fast_path("kits_unet_cascade") == (["inference.json"], {"bf16_on_amx": True})
+    assert bench_fast_ct.fast_path("kits_nnunet_baseline") == (["inference.json", "inference_fast.json"], {})
+    cascade = build_net("unet_cascade_kits19", features=[4, 8, 16, 32, 32, 32])
+    assert isinstance(cascade, UNetCascade)
+    assert bench_fast_ct.window_net(cascade, (2, 1, 32, 32, 32)) is cascade.stage1
+    assert bench_fast_ct.window_net(cascade, (2, 2, 32, 32, 32)) is cascade.stage2
+    plain = build_net("nnunet", features=[4, 8, 16, 32, 32, 32])
+    assert bench_fast_ct.window_net(plain, (1, 1, 32, 32, 32)) is plain

@@ -82,7 +82,7 @@ def test_demo_plot_takes_the_loss_from_the_history_or_the_sauron_handler(tmp_pat
 def test_fast_path_block_renders_both_paths_and_the_accuracy():
     from report_format import render_bundle_fast
 
-    row = {"bundle": "b", "ct": "512x512x100", "peak_rss_gb": 2.5, "box_fraction": 0.08}
+    row = {"bundle": "b", "ct": "512x512x100", "peak_rss_gb": 2.5, "box_fraction": 0.08, "boxes": [[[0, 9]] * 3]}
     results = {
         "threads": 2, "measured_at": "2026-12-06T17:00:00", "machine": {"cpu": "Xeon"},
         "rows": [{**row, "mode": "full", "wall_s": 300.0}, {**row, "mode": "fast", "wall_s": 40.0},
@@ -98,6 +98,26 @@ def test_fast_path_block_renders_both_paths_and_the_accuracy():
     assert update_results_blocks(block, lambda source: results) == block
     results["rows"][1]["wall_s"] = 60.0
     assert "| 512x512x100 | 300 | 60 | 5.0x |" in update_results_blocks(block, lambda source: results)
+
+
+def test_fast_path_block_says_which_precision_ran_and_shows_no_boxes_where_there_were_none():
+    from report_format import render_bundle_fast
+
+    row = {"bundle": "c", "ct": "512x512x100", "peak_rss_gb": 2.5, "box_fraction": 1.0, "boxes": None}
+    results = {
+        "threads": 2, "measured_at": "2026-12-07T10:00:00", "machine": {"cpu": "Xeon"},
+        "rows": [{**row, "mode": "full", "wall_s": 250.0, "precision": "float32"},
+                 {**row, "mode": "fast", "wall_s": 100.0, "precision": "bfloat16"}],
+        "accuracy": [{"bundle": "c", "protocol": "kits19", "full": {"kidney_dice": 0.9, "tumor_dice": 0.5},
+                      "fast": {"kidney_dice": 0.9, "tumor_dice": 0.5}, "agreement": {"a": 0.999},
+                      "fast_precision": "bfloat16"}],
+    }  # fmt: skip
+    text = render_bundle_fast(results, "c", "docs/fast_ct.json")
+    assert "| 512x512x100 | 250 | 100 | 2.5x | 2.5 | - |" in text
+    assert "The fast path ran in bfloat16 on this CPU's AMX tiles" in text
+    assert "localizer trained on the demo cases, the fast path in bfloat16)" in text
+    results["rows"][1]["precision"] = "float32"
+    assert "The fast path ran in float32." in render_bundle_fast(results, "c", "docs/fast_ct.json")
 
 
 def test_fast_path_block_of_an_unmeasured_bundle_says_how_to_measure_it():

@@ -3,12 +3,13 @@
 :func:`optimize_for_inference` returns a network that computes the same segmentation faster on a CPU (BatchNorm
 folded, oneDNN convolutions with fused activations and residuals in channels-last, nnU-Net decoders without
 concatenation, transposed convs folded into the next conv by :class:`UpsampledConv`, InstanceNorm + activation in
-place and chunked, the FullyEfficient decoder's MBConv blocks by :class:`InstanceNormMBConv`). Bundles apply it through
+place and chunked, the FullyEfficient decoder's MBConv blocks by :class:`InstanceNormMBConv`; optionally in bfloat16
+on CPUs with AMX, :func:`cpu_has_amx`). Bundles apply it through
 :class:`monai_effseg.handlers.OptimizeForInference`.
 """
 
 from monai_effseg.deploy.mbconv import InstanceNormMBConv
-from monai_effseg.deploy.optimize import keep_freed_memory, optimize_for_inference
+from monai_effseg.deploy.optimize import cpu_has_amx, keep_freed_memory, optimize_for_inference
 from monai_effseg.deploy.polyphase import UpsampledConv
 
-__all__ = ["InstanceNormMBConv", "UpsampledConv", "keep_freed_memory", "optimize_for_inference"]
+__all__ = ["InstanceNormMBConv", "UpsampledConv", "cpu_has_amx", "keep_freed_memory", "optimize_for_inference"]

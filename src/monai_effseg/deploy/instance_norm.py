@@ -59,16 +59,17 @@ def channel_moments(flats: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.
     from zero, e.g. a channel at 1000 +- 0.01, would lose the digits the variance needs); the chunks' means and
     centred sums of squares are merged as Chan et al. do."""
     channels = flats[0].shape[1]
-    reference = flats[0][0].clone()
+    # bfloat16 activations are summed in float32 too (8-bit mantissas lose the variance)
+    reference = flats[0][0].to(torch.float32, copy=True)
     mean = torch.zeros(channels, dtype=torch.float64)
     m2 = torch.zeros(channels, dtype=torch.float64)
     count = 0
     chunks = row_chunks(flats)
     for chunk in chunks:
         rows = chunk.shape[0]
-        centred = chunk - reference
+        centred = chunk - reference if chunk.dtype == reference.dtype else chunk.float().sub_(reference)
         chunk_mean = column_sums(centred) / rows
-        chunk_m2 = column_sums(centred.sub_(chunk_mean.to(chunk.dtype)).square_())
+        chunk_m2 = column_sums(centred.sub_(chunk_mean.float()).square_())
         delta = chunk_mean - mean
         total = count + rows
         mean += delta * (rows / total)
@@ -139,13 +140,21 @@ def instance_norm_act_(
     slabs = [x] if isinstance(x, torch.Tensor) else list(x)
     flats = [voxels_by_channel(slab) for slab in slabs]
     dtype = slabs[0].dtype
-    scale, shift = (t.to(dtype) for t in normalising_affine(*channel_moments(flats), weight, bias, eps))
+    # bfloat16 activations are normalised in float32: x * scale + shift cancels the mean, and bfloat16 scale and
+    # shift would move a channel far from zero by their own rounding
+    compute = torch.promote_types(dtype, torch.float32)
+    scale, shift = (t.to(compute) for t in normalising_affine(*channel_moments(flats), weight, bias, eps))
     activate = ACTIVATIONS_[act]
     sums = torch.zeros(flats[0].shape[1], dtype=torch.float64) if channel_means else None
     chunks = row_chunks(flats)
     for chunk in chunks:
-        torch.addcmul(shift, chunk, scale, out=chunk)
-        activate(chunk, *act_args)
+        if chunk.dtype == compute:
+            torch.addcmul(shift, chunk, scale, out=chunk)
+            activate(chunk, *act_args)
+        else:  # normalised and activated in float32, written back once (an out-of-place addcmul came out transposed)
+            normalised = chunk.to(compute).mul_(scale).add_(shift)
+            activate(normalised, *act_args)
+            chunk.copy_(normalised)
         if sums is not None:
             sums += column_sums(chunk)
     return None if sums is None else (sums / sum(flat.shape[0] for flat in flats)).to(dtype)

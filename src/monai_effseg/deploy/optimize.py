@@ -27,6 +27,12 @@
    expand conv's InstanceNorm folded into its weights from the input's moments, the squeeze-excitation gate folded
    into the project conv, and the expanded tensor computed in slabs that never exist whole.
 
+Optionally (``bf16=True``, not exact): weights and activations in bfloat16, inputs cast on the way in and outputs
+returned in float32. On CPUs with AMX tiles (:func:`cpu_has_amx`) oneDNN runs bf16 convs on them, several times
+faster than float32 (``python benchmarks/bench_efficientnet_speed.py --modes optimized bf16``; figures in
+docs/fast_cpu_inference.md). InstanceNorm statistics are still summed in float32/float64 and applied in float32.
+Whether a trained network keeps its answer is checked per bundle (docs/fast_cpu_inference.md).
+
 :func:`keep_freed_memory` (per process) stops glibc from returning freed memory to the OS: a 3D U-Net allocates
 and frees hundreds of MB per layer, and every fresh allocation otherwise costs page faults and kernel zeroing
 (1 thread, 128^3: PlainUNet 9.1 s -> 7.3 s).
@@ -256,9 +262,39 @@ def to_channels_last(model: nn.Module, spatial_dims: int = 3, fuse: bool = True)
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     if torch.backends.mkldnn.is_available() and on_cpu:
         _swap_modules(model, fuse)
-    for entry in [getattr(model, name) for name in getattr(model, "inference_stages", ())] or [model]:
+    for entry in _entries(model):
         entry.register_forward_pre_hook(lambda module, args: tuple(a.contiguous(memory_format=fmt) for a in args))
         entry.register_forward_hook(lambda module, args, output: _contiguous(output))
+    return model
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bf16 matrix products (Intel Sapphire Rapids and newer), which oneDNN uses
+    for bf16 convs; without them bf16 convs are not faster than float32 here."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())  # private; no public query in torch 2.13
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _entries(model: nn.Module) -> List[nn.Module]:
+    """What callers call: the model itself, or the sub-networks it names in ``inference_stages``."""
+    return [getattr(model, name) for name in getattr(model, "inference_stages", ())] or [model]
+
+
+def _floating(output, dtype: torch.dtype):
+    if isinstance(output, torch.Tensor):
+        return output.to(dtype) if output.is_floating_point() else output
+    return [_floating(o, dtype) for o in output]
+
+
+def to_bfloat16(model: nn.Module) -> nn.Module:
+    """Weights in bfloat16, in place; each entry (:func:`_entries`) casts floating inputs to bfloat16 and returns
+    float32, so callers (sliding-window blending, softmax) see float32 as before."""
+    model.to(torch.bfloat16)
+    for entry in _entries(model):
+        entry.register_forward_pre_hook(lambda module, args: tuple(_floating(a, torch.bfloat16) for a in args))
+        entry.register_forward_hook(lambda module, args, output: _floating(output, torch.float32))
     return model
 
 
@@ -270,11 +306,13 @@ def optimize_for_inference(
     inplace: bool = False,
     split_concat: bool = True,
     fold_upsampling: bool = True,
+    bf16: bool = False,
 ) -> nn.Module:
     """An eval-mode copy of ``model`` (the model itself with ``inplace=True``) for CPU inference: BatchNorm folded,
     channels-last oneDNN convs with fused activations and residuals, nnU-Net decoders without concatenation. Same
-    outputs up to float32 rounding. Eager only (the swapped modules call oneDNN ops directly); export the original
-    network for TorchScript."""
+    outputs up to float32 rounding, unless ``bf16`` (bfloat16 weights and activations, float32 in and out: faster on
+    CPUs with AMX, :func:`cpu_has_amx`; not exact). Eager only (the swapped modules call oneDNN ops directly); export
+    the original network for TorchScript."""
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     if fold_bn:
@@ -284,4 +322,6 @@ def optimize_for_inference(
     if channels_last:
         dims = next((m.weight.dim() - 2 for m in model.modules() if isinstance(m, _ConvNd)), 3)
         to_channels_last(model, dims, fuse)
+    if bf16:
+        to_bfloat16(model)
     return model

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from ignite.engine import Engine, Events
 
-from monai_effseg.deploy.optimize import optimize_for_inference
+from monai_effseg.deploy.optimize import cpu_has_amx, optimize_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +27,14 @@ class OptimizeForInference:
 
     On a CPU network every step applies. Elsewhere (CUDA) only the device-independent ones (BatchNorm folding,
     concat-free decoder, polyphase upsampling): oneDNN is CPU-only, and the bundles leave this off on CUDA, where its
-    effect has not been measured.
+    effect has not been measured. ``bf16_on_amx``: bfloat16 weights and activations where the network is on a CPU
+    with AMX tiles (:func:`~monai_effseg.deploy.optimize.cpu_has_amx`), float32 elsewhere (bf16 convs without AMX
+    are not faster); the fast CPU overlays set it for the bundles whose accuracy check passed.
     """
 
-    def __init__(self, enabled: bool = True, **options: Any) -> None:
+    def __init__(self, enabled: bool = True, bf16_on_amx: bool = False, **options: Any) -> None:
         self.enabled = bool(enabled)
+        self.bf16_on_amx = bool(bf16_on_amx)
         self.options = options
         self.eager: Optional[torch.nn.Module] = None
 
@@ -46,11 +49,18 @@ class OptimizeForInference:
             return
         network = engine.network
         options = dict(self.options)
-        if any(p.device.type != "cpu" for p in network.parameters()):
+        on_cpu = all(p.device.type == "cpu" for p in network.parameters())
+        if not on_cpu:
             options["channels_last"] = False
+        options["bf16"] = self.bf16_on_amx and on_cpu and cpu_has_amx()
         engine.network = optimize_for_inference(network, **options)
         self.eager = network
-        logger.info("inference runs optimize_for_inference's network (optimize=false runs the eager one)")
+        precision = "bfloat16 on AMX" if options["bf16"] else "float32"
+        if self.bf16_on_amx and not options["bf16"]:
+            precision += " (bf16_on_amx is set, but the network is not on a CPU with AMX tiles)"
+        logger.info(
+            f"inference runs optimize_for_inference's network in {precision} (optimize=false runs the eager one)"
+        )
 
     def restore(self, engine: Engine) -> None:
         if self.eager is not None:
