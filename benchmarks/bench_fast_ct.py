@@ -129,8 +129,10 @@ def run_child(spec: dict) -> dict:
     """One bundle run in this process (``--child``): times, peak memory, FLOPs of the windows run, the boxes."""
     from monai.bundle import ConfigParser
 
+    from monai_effseg.handlers.optimize import runs_in_bf16
     from monai_effseg.inferers import CoarseToFineInferer, box_fraction, kidney_boxes
     from monai_effseg.profile import count_flops
+    from monai_effseg.utils import as_flag
     from monai_effseg.workflows import bundle_workflow
 
     torch.set_num_threads(spec["threads"])
@@ -165,11 +167,8 @@ def run_child(spec: dict) -> dict:
     for (tag, shape), count in Counter(windows).items():
         flops[tag] += count * count_flops(window_net(nets[tag], shape), shape, parts=[])["network"]
     segs = sorted(Path(spec["out"]).glob("*.nii*"))
-    from monai_effseg.deploy.optimize import cpu_has_amx
-
-    bf16 = (
-        bool(parser.get_parsed_content("bf16_on_amx")) and cpu_has_amx() and bool(parser.get_parsed_content("optimize"))
-    )
+    flag = {key: as_flag(parser.get_parsed_content(key), key) for key in ("optimize", "bf16_on_amx")}
+    bf16 = flag["optimize"] and runs_in_bf16(flag["bf16_on_amx"])
     return {
         "bundle": spec["bundle"], "mode": spec["mode"], "ct": spec["ct_name"], "wall_s": wall,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -238,7 +237,8 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict
     sys.path.insert(0, str(REPO / "tests"))
     from bundle_utils import demo_value
 
-    from monai_effseg.deploy.optimize import cpu_has_amx
+    from monai_effseg.handlers.optimize import runs_in_bf16
+    from monai_effseg.utils import as_flag
     from monai_effseg.workflows import evaluate_holdout, run_bundle
 
     root, work = REPO / "bundles" / bundle, demo_work / "demos" / bundle
@@ -267,7 +267,8 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict
         row[mode] = {k: v["mean"] for k, v in summary["metrics"].items() if isinstance(v, dict) and "mean" in v}
         row[f"{mode}_s"] = time.perf_counter() - start
     parser = bundle_parser(bundle, fast_configs, fast_overrides)
-    row["fast_precision"] = "bfloat16" if parser.get_parsed_content("bf16_on_amx") and cpu_has_amx() else "float32"
+    bf16 = runs_in_bf16(as_flag(parser.get_parsed_content("bf16_on_amx"), "bf16_on_amx"))
+    row["fast_precision"] = "bfloat16" if bf16 else "float32"
     full_dir, fast_dir = work / "holdout_full" / "predictions", work / "holdout_fast" / "predictions"
     row["agreement"] = {p.name: agreement(str(p), str(fast_dir / p.name)) for p in sorted(full_dir.rglob("*.nii.gz"))}
     return row

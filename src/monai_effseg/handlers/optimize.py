@@ -22,6 +22,12 @@ from monai_effseg.deploy.optimize import cpu_has_amx, optimize_for_inference
 logger = logging.getLogger(__name__)
 
 
+def runs_in_bf16(bf16_on_amx: bool, on_cpu: bool = True) -> bool:
+    """The rule :class:`OptimizeForInference` applies: bfloat16 where asked for, on a CPU network, on a CPU with AMX
+    tiles (:func:`~monai_effseg.deploy.optimize.cpu_has_amx`)."""
+    return bool(bf16_on_amx) and on_cpu and cpu_has_amx()
+
+
 class OptimizeForInference:
     """Run an evaluator on ``optimize_for_inference(engine.network, **options)``; nothing when not ``enabled``.
 
@@ -52,7 +58,7 @@ class OptimizeForInference:
         on_cpu = all(p.device.type == "cpu" for p in network.parameters())
         if not on_cpu:
             options["channels_last"] = False
-        options["bf16"] = self.bf16_on_amx and on_cpu and cpu_has_amx()
+        options["bf16"] = runs_in_bf16(self.bf16_on_amx, on_cpu)
         engine.network = optimize_for_inference(network, **options)
         self.eager = network
         precision = "bfloat16 on AMX" if options["bf16"] else "float32"
