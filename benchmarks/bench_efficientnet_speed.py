@@ -5,7 +5,9 @@ Protocol (tests/data/reference/architectures.md section 5, extended): batch 1, 1
 (``keep_freed_memory()``, process-wide, so it applies to every network alike; ``--return-freed-memory`` to
 compare). Every network runs in each of ``--modes``: ``eager`` and ``optimized``
 (``monai_effseg.deploy.optimize.optimize_for_inference``, the same generic optimisations for all of them) by
-default; ``bf16`` (the same in bfloat16, what the fast CPU overlays run on CPUs with AMX); ``channels_last``, ``jit`` and ``compile`` are the alternatives that were tried (see :func:`prepare`).
+default; ``bf16`` (the same in bfloat16, what the fast CPU overlays run on CPUs with native bf16 instructions, AMX
+or AVX-512 BF16); ``channels_last``, ``jit`` and ``compile`` are the alternatives that were tried (see
+:func:`prepare`).
 ``--warmup`` untimed rounds come first (2: the first pass of each network in a shared process still maps fresh heap
 pages for the next one; from the second on the passes run without page faults, so the samples measure compute),
 then ``--rounds`` rounds in which every (network, mode) runs once, interleaved, so that load from other processes
@@ -66,7 +68,7 @@ def prepare(net: torch.nn.Module, mode: str, x: torch.Tensor) -> Callable[[torch
         return net
     if mode == "optimized":
         return optimize_for_inference(net)
-    if mode == "bf16":  # the fast CPU overlays' precision on CPUs with AMX (not exact: docs/fast_cpu_inference.md)
+    if mode == "bf16":  # the fast overlays' precision on CPUs with native bf16 (not exact: docs/fast_cpu_inference.md)
         return optimize_for_inference(net, bf16=True)
     if mode == "unfolded":  # A/B of optimize_for_inference's step 7 (transposed conv folded into the next conv)
         return optimize_for_inference(net, fold_upsampling=False)

@@ -3,9 +3,11 @@
 ``full``: the bundle's ``inference.json`` as it runs on a CPU (``optimize_for_inference``), mirror TTA off (the
 default TTA runs every window 8 times: the full path here is the cheapest full pass), in float32. ``fast``: the
 same plus ``inference_fast.json`` (a low-resolution localizer, then the full pass's windows that reach the kidney
-boxes, in bfloat16 on a CPU with AMX where the overlay's ``bf16_on_amx`` is set). The cascade, coarse-to-fine by
-design and without an overlay, is measured on request (``--bundles kits_unet_cascade``): its fast path is its
-``inference.json`` with ``bf16_on_amx``.
+boxes, in bfloat16 on a CPU with native bf16 dot products, AMX or AVX-512 BF16, where the overlay's
+``bf16_where_native`` is set). The cascade, coarse-to-fine by design and without an overlay, is measured on request
+(``--bundles kits_unet_cascade``): its fast path is its ``inference.json`` with ``bf16_where_native``.
+``--set KEY=JSON`` changes the bundle's network in both paths (e.g. ``--set 'encoder="efficientnet-b0"'`` runs
+EfficientUNet-b0 instead of the bundle's default V2-S); such rows carry the change as their ``variant``.
 Both end to end: load, preprocessing, inference, inversion, post-processing, NIfTI written; each run in a fresh
 process that reports its own peak resident memory.
 
@@ -19,7 +21,7 @@ growing would measure the noise; on trained models the accuracy benchmark runs t
 The CTs: tests/data/abdomen_ct_3mm resampled to 512 x 512 x 100 at 0.78 x 0.78 x 3 mm (KiTS19's typical scan) and
 to 512 x 512 x 600 at 0.78 x 0.78 x 0.8 mm (a thin-slice scan; air beyond the 336 mm the source covers).
 "Compute limit" is the FLOPs of every window the networks ran (counted per window shape) over this CPU's measured
-matmul rate on the same threads in the precision the network ran in (fp32, or bf16 where the fast path used AMX):
+matmul rate on the same threads in the precision the network ran in (fp32, or bf16 where the fast path used it):
 the time the arithmetic alone would take.
 
 ``--accuracy DEMO_WORK`` measures the other half: on each bundle's demo-trained model (the ``demos`` section of
@@ -29,7 +31,7 @@ phantoms through the full and the fast path: both paths' hold-out Dice and, per 
 paths' kidney-and-mass masks.
 
     python benchmarks/bench_fast_ct.py [--bundles kits_nnunet_baseline ...] [--cts 100 600] [--full-on 100]
-        [--max-grow 0]
+        [--max-grow 0] [--set KEY=JSON ...]
         [--threads 2] [--json FILE]
     python benchmarks/bench_fast_ct.py --accuracy /tmp/demo_work [--bundles ...] [--json FILE]
 """
@@ -51,6 +53,8 @@ from pathlib import Path
 import numpy as np
 import report_format as rf
 import torch
+
+from monai_effseg.deploy import native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -167,8 +171,8 @@ def run_child(spec: dict) -> dict:
     for (tag, shape), count in Counter(windows).items():
         flops[tag] += count * count_flops(window_net(nets[tag], shape), shape, parts=[])["network"]
     segs = sorted(Path(spec["out"]).glob("*.nii*"))
-    flag = {key: as_flag(parser.get_parsed_content(key), key) for key in ("optimize", "bf16_on_amx")}
-    bf16 = flag["optimize"] and runs_in_bf16(flag["bf16_on_amx"])
+    flag = {key: as_flag(parser.get_parsed_content(key), key) for key in ("optimize", "bf16_where_native")}
+    bf16 = flag["optimize"] and runs_in_bf16(flag["bf16_where_native"])
     return {
         "bundle": spec["bundle"], "mode": spec["mode"], "ct": spec["ct_name"], "wall_s": wall,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -226,10 +230,10 @@ DEMO_LOCALIZER = {"localizer_zoom": [0.5, 0.5, 1.0], "localizer_patch": [48, 48,
 def fast_path(bundle: str) -> tuple[list[str], dict]:
     """The fast path's config files and overrides: ``inference_fast.json`` on top of ``inference.json`` where the
     bundle has the overlay; the cascade (coarse-to-fine by design, no overlay) is its ``inference.json`` with
-    ``bf16_on_amx``."""
+    ``bf16_where_native``."""
     if (REPO / "bundles" / bundle / "configs" / "inference_fast.json").is_file():
         return ["inference.json", "inference_fast.json"], {}
-    return ["inference.json"], {"bf16_on_amx": True}
+    return ["inference.json"], {"bf16_where_native": True}
 
 
 def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict:
@@ -267,7 +271,7 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict
         row[mode] = {k: v["mean"] for k, v in summary["metrics"].items() if isinstance(v, dict) and "mean" in v}
         row[f"{mode}_s"] = time.perf_counter() - start
     parser = bundle_parser(bundle, fast_configs, fast_overrides)
-    bf16 = runs_in_bf16(as_flag(parser.get_parsed_content("bf16_on_amx"), "bf16_on_amx"))
+    bf16 = runs_in_bf16(as_flag(parser.get_parsed_content("bf16_where_native"), "bf16_where_native"))
     row["fast_precision"] = "bfloat16" if bf16 else "float32"
     full_dir, fast_dir = work / "holdout_full" / "predictions", work / "holdout_fast" / "predictions"
     row["agreement"] = {p.name: agreement(str(p), str(fast_dir / p.name)) for p in sorted(full_dir.rglob("*.nii.gz"))}
@@ -306,6 +310,7 @@ def parse_args() -> argparse.Namespace:
         help="the fast path's box-growing rounds (default 0: a fresh network's foreground is noise)",
     )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=JSON", help="network config changes, both paths")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="the baseline at a quarter of its widths, 100-slice CT only")
     p.add_argument("--accuracy", type=Path, default=None, metavar="DEMO_WORK", help="see the module doc")
@@ -327,7 +332,8 @@ def main() -> None:
         if args.json:
             save(args.json, "accuracy", rows, {"accuracy_measured_at": rf.now_iso()})
         return
-    overrides = {"features": [8, 16, 32, 64, 80, 80]} if args.smoke else {}
+    overrides = {"features": [8, 16, 32, 64, 80, 80]} if args.smoke else parse_settings(args.set)
+    variant = ",".join(args.set)
     if args.smoke:
         args.bundles, args.cts = ["kits_nnunet_baseline"], [100]
     gflops = {"float32": matmul_gflops(args.threads), "bfloat16": matmul_gflops(args.threads, dtype=torch.bfloat16)}
@@ -349,6 +355,8 @@ def main() -> None:
                             "overrides": {**overrides, **({"inferer#max_grow": args.max_grow} if mode == "fast" and bundle in KITS_FAST else {})}}  # fmt: skip
                     row = child_run(spec)
                     row["compute_limit_s"] = row["flops"] / (gflops[row["precision"]] * 1e9)
+                    if variant:
+                        row["variant"] = variant
                     rows.append(row)
                     print(f"{bundle:22s} {row['ct']:12s} {mode:4s} {row['wall_s']:7.1f} s  peak {row['peak_rss_gb']:5.2f} GB  "
                           f"{row['flops'] / 1e12:6.2f} TFLOP in {row['windows']:3d} windows (limit {row['compute_limit_s']:5.1f} s)  "
@@ -364,15 +372,31 @@ def main() -> None:
                         "matmul_gflops_bf16": gflops["bfloat16"],
                         "smoke": args.smoke,
                         "max_grow": args.max_grow,
+                        "native_bf16": native_bf16(),
                     },
                 )
         print_table(rows)
 
 
+def parse_settings(settings: list[str]) -> dict:
+    """``KEY=JSON`` strings as a config override dict (the value is JSON: ``encoder="efficientnet-b0"``)."""
+    parsed = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {setting!r}: expected KEY=JSON, e.g. 'encoder=\"efficientnet-b0\"'")
+        parsed[key] = json.loads(value)
+    return parsed
+
+
 def save(path: Path, key: str, rows: list[dict], extra: dict) -> None:
     """Merge ``rows`` into the results file ``path`` (rows of other bundles, CTs and modes are kept), atomically."""
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"generator": Path(__file__).name}
-    ident = (lambda r: (r["bundle"], r.get("ct"), r.get("mode"))) if key == "rows" else (lambda r: r["bundle"])
+    ident = (
+        (lambda r: (r["bundle"], r.get("ct"), r.get("mode"), r.get("variant")))
+        if key == "rows"
+        else (lambda r: r["bundle"])
+    )
     measured = {ident(r) for r in rows}
     results[key] = [r for r in results.get(key, []) if ident(r) not in measured] + rows
     results.update(extra, measured_at=rf.now_iso(), machine=rf.machine_info())
@@ -384,9 +408,10 @@ def print_table(rows: list[dict]) -> None:
     print(f"\n{'bundle':22s} {'CT':12s} {'full s':>7s} {'fast s':>7s} {'speed-up':>8s} {'fast peak GB':>12s} "
           f"{'fast / compute limit':>20s}")  # fmt: skip
     for bundle in dict.fromkeys(r["bundle"] for r in rows):
-        for ct in dict.fromkeys(r["ct"] for r in rows if r["bundle"] == bundle):
-            by = {r["mode"]: r for r in rows if r["bundle"] == bundle and r["ct"] == ct}
+        for ct, variant in dict.fromkeys((r["ct"], r.get("variant")) for r in rows if r["bundle"] == bundle):
+            by = {r["mode"]: r for r in rows if r["bundle"] == bundle and (r["ct"], r.get("variant")) == (ct, variant)}
             fast, full = by["fast"], by.get("full")
+            ct = f"{ct} {variant}" if variant else ct
             ratio = f"{full['wall_s'] / fast['wall_s']:.1f}x" if full else "-"
             print(f"{bundle:22s} {ct:12s} {full['wall_s'] if full else float('nan'):7.1f} {fast['wall_s']:7.1f} "
                   f"{ratio:>8s} {fast['peak_rss_gb']:12.2f} {fast['wall_s'] / fast['compute_limit_s']:19.1f}x")  # fmt: skip

@@ -1,13 +1,13 @@
 """Peak memory of the KiTS inference post-processing on a 512 x 512 x 600 CT (issue 28, bar 3).
 
-The baseline bundle's preprocessing runs on tests/data/abdomen_ct_3mm resampled to 512 x 512 x 600 at
+A bundle's preprocessing (``--bundle``, default the baseline) runs on tests/data/abdomen_ct_3mm resampled to 512 x 512 x 600 at
 0.78 x 0.78 x 0.8 mm; random 4-class scores on the preprocessed grid then go through the inference post-processing
-(softmax, ``Invertd`` back to the CT's grid, argmax), each step timed with the process's resident-memory peak
+(softmax, ``Invertd`` back to the CT's grid with the bundle's own interpolation, argmax), each step timed with the process's resident-memory peak
 during the step (sampled every 20 ms). ``--float64`` resamples as MONAI's ``Spacingd`` does by default (the bundles
 resample in float32); ``--monai-argmax`` takes the argmax with MONAI's ``AsDiscreted`` instead of ``ChannelArgmaxd``.
 Run each setting in its own process:
 
-    python benchmarks/bench_postprocess_memory.py [--float64] [--monai-argmax]
+    python benchmarks/bench_postprocess_memory.py [--bundle kits_residual_unet] [--float64] [--monai-argmax]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--float64", action="store_true", help="resample in float64 (MONAI's default)")
     p.add_argument("--monai-argmax", action="store_true", help="MONAI's AsDiscreted(argmax=True)")
+    p.add_argument("--bundle", default="kits_nnunet_baseline", help="whose inference.json (default: the baseline)")
     args = p.parse_args()
     torch.set_num_threads(2)
     peak = [0]
@@ -52,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ct = Path(tmp) / "scans" / "ct.nii.gz"
         make_ct(ct, (512, 512, 600), (0.78125, 0.78125, 0.8))
-        root = REPO / "bundles" / "kits_nnunet_baseline"
+        root = REPO / "bundles" / args.bundle
         parser = ConfigParser()
         parser.read_config([str(root / "configs" / "inference.json")])
         parser.update({"bundle_root": str(root), "output_dir": tmp, "input_dir": str(ct.parent),
@@ -73,11 +74,13 @@ def main() -> None:
                   flush=True)  # fmt: skip
             return out
 
-        print(f"resampling in {'float64' if args.float64 else 'float32'}; argmax: "
+        print(f"{args.bundle}: resampling in {'float64' if args.float64 else 'float32'}; argmax: "
               f"{'AsDiscreted' if args.monai_argmax else 'ChannelArgmaxd'}")  # fmt: skip
         data = step("preprocessing", pre, {"image": str(ct)})
         torch.manual_seed(0)
-        data["pred"] = MetaTensor(torch.randn(4, *data["image"].shape[1:]), meta=data["image"].meta)
+        print(f"preprocessed grid {tuple(data['image'].shape[1:])}", flush=True)
+        classes = parser.get_parsed_content("num_classes")
+        data["pred"] = MetaTensor(torch.randn(classes, *data["image"].shape[1:]), meta=data["image"].meta)
         for t in steps:
             data = step(type(t).__name__, t, data)
 

@@ -265,12 +265,14 @@ def render_bundle_demo(record: dict, bundle: str, source: str) -> str:
     ])  # fmt: skip
 
 
-def precision_sentence(rows: list[dict], mode: str) -> str:
-    """Which precision ``mode``'s rows ran in (rows measured before the bf16 option say nothing)."""
+def precision_sentence(results: dict, rows: list[dict], mode: str) -> str:
+    """Which precision ``mode``'s rows ran in (rows measured before the bf16 option say nothing). Files written
+    before ``native_bf16`` was recorded ran bf16 only on AMX, the one kind of CPU the option then used."""
     ran = {r["precision"] for r in rows if r["mode"] == mode and "precision" in r}
     if ran == {"bfloat16"}:
-        return (f" The {mode} path ran in bfloat16 on this CPU's AMX tiles (the overlay's `bf16_on_amx`; float32 on "
-                "a CPU without them), the full path in float32.")  # fmt: skip
+        return (f" The {mode} path ran in bfloat16 on this CPU's {results.get('native_bf16') or 'AMX'} instructions "
+                "(the overlay's `bf16_where_native`; float32 on a CPU without native bf16), the full path in "
+                "float32.")  # fmt: skip
     return f" The {mode} path ran in {', '.join(sorted(ran))}." if ran else ""
 
 
@@ -280,14 +282,14 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
     rows = [r for r in results.get("rows", []) if r["bundle"] == bundle]
     if not rows:
         return (
-            f"Not measured yet: `python benchmarks/bench_fast_ct.py --bundles {bundle} --json docs/fast_ct.json` "
+            f"Not measured yet: `python benchmarks/bench_fast_ct.py --bundles {bundle} --json {source}` "
             f"writes this bundle's rows into `{source}`.\n"
         )
     lines = [
         f"Whole-CT inference, end to end (load to NIfTI written), {results['threads']} CPU threads, paper-size network "
         f"with fresh weights, mirror TTA off in both paths; measured {results['measured_at'][:10]} on "
         f"{results['machine'].get('cpu')}. Rendered from `{source}`: `python benchmarks/bench_fast_ct.py "
-        "--json docs/fast_ct.json` measures it, `python benchmarks/run_all.py --report-only` re-renders this block. "
+        f"--json {source}` measures it, `python benchmarks/run_all.py --report-only` re-renders this block. "
         "The fast path's boxes are the CT's reference kidney masks, grown as the inferer grows a localizer's (the "
         "fresh localizer still runs, for its time), "
         + (
@@ -297,14 +299,14 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
             else f"with up to {results['max_grow']} rounds that grow a box where the network's kidney reaches its face."
         )
         + (f" {results['note']}" if results.get("note") else "")
-        + precision_sentence(rows, "fast"),
+        + precision_sentence(results, rows, "fast"),
         "",
     ]
     table = []
-    for ct in dict.fromkeys(r["ct"] for r in rows):
-        by = {r["mode"]: r for r in rows if r["ct"] == ct}
+    for ct, variant in dict.fromkeys((r["ct"], r.get("variant")) for r in rows):
+        by = {r["mode"]: r for r in rows if (r["ct"], r.get("variant")) == (ct, variant)}
         fast, full = by.get("fast"), by.get("full")
-        table.append([ct, f"{full['wall_s']:.0f}" if full else "-", f"{fast['wall_s']:.0f}" if fast else "-",
+        table.append([f"{ct} ({variant})" if variant else ct, f"{full['wall_s']:.0f}" if full else "-", f"{fast['wall_s']:.0f}" if fast else "-",
                       f"{full['wall_s'] / fast['wall_s']:.1f}x" if fast and full else "-",
                       f"{fast['peak_rss_gb']:.1f}" if fast else "-",
                       f"{fast['box_fraction']:.0%}" if fast and fast.get("boxes") else "-"])  # fmt: skip

@@ -134,7 +134,7 @@ def test_fast_ct_benchmark_runs_the_cascade_in_bf16_and_counts_each_stage_s_wind
         sys.path.remove(str(BENCH))
     from monai_effseg.nets import UNetCascade, build_net
 
-    assert bench_fast_ct.fast_path("kits_unet_cascade") == (["inference.json"], {"bf16_on_amx": True})
+    assert bench_fast_ct.fast_path("kits_unet_cascade") == (["inference.json"], {"bf16_where_native": True})
     assert bench_fast_ct.fast_path("kits_nnunet_baseline") == (["inference.json", "inference_fast.json"], {})
     cascade = build_net("unet_cascade_kits19", features=[4, 8, 16, 32, 32, 32])
     assert isinstance(cascade, UNetCascade)
@@ -142,3 +142,27 @@ def test_fast_ct_benchmark_runs_the_cascade_in_bf16_and_counts_each_stage_s_wind
     assert bench_fast_ct.window_net(cascade, (2, 2, 32, 32, 32)) is cascade.stage2
     plain = build_net("nnunet", features=[4, 8, 16, 32, 32, 32])
     assert bench_fast_ct.window_net(plain, (1, 1, 32, 32, 32)) is plain
+
+
+def test_fast_ct_benchmark_keeps_a_network_variant_s_rows_apart(tmp_path):
+    """``--set encoder="efficientnet-b0"`` rows are stored beside the default network's, not over them."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_fast_ct
+    finally:
+        sys.path.remove(str(BENCH))
+
+    assert bench_fast_ct.parse_settings(['encoder="efficientnet-b0"', "features=[8,16]"]) == {
+        "encoder": "efficientnet-b0",
+        "features": [8, 16],
+    }
+    with pytest.raises(SystemExit, match="expected KEY=JSON"):
+        bench_fast_ct.parse_settings(["encoder"])
+    path = tmp_path / "fast_ct.json"
+    row = {"bundle": "b", "ct": "512x512x100", "mode": "fast", "wall_s": 1.0}
+    bench_fast_ct.save(path, "rows", [row], {})
+    bench_fast_ct.save(path, "rows", [{**row, "wall_s": 2.0, "variant": 'encoder="efficientnet-b0"'}], {})
+    bench_fast_ct.save(path, "rows", [{**row, "wall_s": 3.0}], {})
+    saved = json.loads(path.read_text())["rows"]
+    assert {r.get("variant"): r["wall_s"] for r in saved} == {None: 3.0, 'encoder="efficientnet-b0"': 2.0}
+    assert len(saved) == 2

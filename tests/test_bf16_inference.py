@@ -1,6 +1,6 @@
-"""bfloat16 CPU inference (``optimize_for_inference(bf16=True)``, the fast overlays' ``bf16_on_amx``): float32 in and
-out, bfloat16 inside, InstanceNorm statistics still summed in float32; the bundle handler uses it only on a CPU
-with AMX tiles and only where the bundle asks for it."""
+"""bfloat16 CPU inference (``optimize_for_inference(bf16=True)``, the fast overlays' ``bf16_where_native``): float32
+in and out, bfloat16 inside, InstanceNorm statistics still summed in float32; the bundle handler uses it only on a
+CPU with native bf16 dot products (AMX, AVX-512 BF16) and only where the bundle asks for it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ignite.engine import Engine
 
 import monai_effseg.handlers.optimize as handler_module
 from monai_effseg.deploy.instance_norm import instance_norm_act_
-from monai_effseg.deploy.optimize import optimize_for_inference
+from monai_effseg.deploy.optimize import native_bf16, optimize_for_inference
 from monai_effseg.handlers import OptimizeForInference
 from monai_effseg.nets import PlainUNet
 
@@ -63,18 +63,34 @@ class _Net(torch.nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("has_amx, asked, expected", [(True, True, torch.bfloat16), (False, True, torch.float32),
-                                                      (True, False, torch.float32)])  # fmt: skip
-def test_handler_uses_bf16_only_where_asked_and_the_cpu_has_amx(has_amx, asked, expected, monkeypatch, caplog):
-    monkeypatch.setattr(handler_module, "cpu_has_amx", lambda: has_amx)
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, "AMX"), (False, True, "AVX-512 BF16"),
+                                                        (False, False, None)])  # fmt: skip
+def test_native_bf16_names_the_instructions_oneDNN_uses(amx, avx512_bf16, expected, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert native_bf16() == expected
+
+
+def test_native_bf16_without_the_private_queries_is_none(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert native_bf16() is None
+
+
+@pytest.mark.parametrize("native, asked, expected", [("AMX", True, torch.bfloat16), ("AVX-512 BF16", True, torch.bfloat16),
+                                                     (None, True, torch.float32), ("AMX", False, torch.float32)])  # fmt: skip
+def test_handler_uses_bf16_only_where_asked_and_the_cpu_has_native_bf16(native, asked, expected, monkeypatch, caplog):
+    monkeypatch.setattr(handler_module, "native_bf16", lambda: native)
     engine = Engine(lambda e, b: None)
     engine.network = _Net()
-    handler = OptimizeForInference(enabled=True, bf16_on_amx=asked)
+    handler = OptimizeForInference(enabled=True, bf16_where_native=asked)
     with caplog.at_level(logging.INFO, logger=handler_module.__name__):
         handler.optimize(engine)
     assert {p.dtype for p in engine.network.parameters()} == {expected}
-    if asked and not has_amx:
-        assert "not on a CPU with AMX tiles" in caplog.text
+    if asked and native is None:
+        assert "not on a CPU with AMX or AVX-512 BF16" in caplog.text
+    elif asked:
+        assert f"bfloat16 ({native})" in caplog.text
     handler.restore(engine)
     assert {p.dtype for p in engine.network.parameters()} == {torch.float32}
 
@@ -84,9 +100,24 @@ def test_full_path_stays_float32_and_the_fast_overlay_chooses_per_bundle():
     bf16 accuracy check (docs/fast_cpu_inference.md), and every handler reads the flag through ``as_flag``."""
     for bundle in sorted((REPO / "bundles").iterdir()):
         inference = json.loads((bundle / "configs" / "inference.json").read_text())
-        assert inference["bf16_on_amx"] is False, bundle.name
+        assert inference["bf16_where_native"] is False, bundle.name
         handler = next(h for h in inference["handlers"] if h["_target_"].endswith("OptimizeForInference"))
-        assert handler["bf16_on_amx"] == "$monai_effseg.utils.as_flag(@bf16_on_amx, 'bf16_on_amx')"
+        assert handler["bf16_where_native"] == "$monai_effseg.utils.as_flag(@bf16_where_native, 'bf16_where_native')"
         fast = bundle / "configs" / "inference_fast.json"
         if fast.is_file():
-            assert isinstance(json.loads(fast.read_text())["bf16_on_amx"], bool), bundle.name
+            assert isinstance(json.loads(fast.read_text())["bf16_where_native"], bool), bundle.name
+
+
+def test_mbconv_input_covariance_of_bf16_activations_is_summed_in_float32():
+    """The FullyEfficient decoder folds its expand conv's InstanceNorm from the input's covariance; bf16 input is
+    multiplied in float32 (a bf16 product matrix would round every 64-row partial sum to 8 bits)."""
+    from monai_effseg.deploy.instance_norm import channel_moments
+    from monai_effseg.deploy.mbconv import channel_covariance
+
+    torch.manual_seed(0)
+    flat = (torch.randn(40_000, 16) @ torch.randn(16, 16) + 5).bfloat16()
+    exact = torch.cov(flat.double().T, correction=0)
+    mean, _ = channel_moments([flat])
+    got = channel_covariance(flat, mean)
+    assert got.dtype == torch.float64
+    assert torch.allclose(got, exact, rtol=1e-5, atol=1e-5 * exact.abs().max().item())

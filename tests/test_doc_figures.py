@@ -114,10 +114,28 @@ def test_fast_path_block_says_which_precision_ran_and_shows_no_boxes_where_there
     }  # fmt: skip
     text = render_bundle_fast(results, "c", "docs/fast_ct.json")
     assert "| 512x512x100 | 250 | 100 | 2.5x | 2.5 | - |" in text
-    assert "The fast path ran in bfloat16 on this CPU's AMX tiles" in text
+    assert "The fast path ran in bfloat16 on this CPU's AMX instructions" in text  # files from before native_bf16
     assert "localizer trained on the demo cases, the fast path in bfloat16)" in text
+    results["native_bf16"] = "AVX-512 BF16"
+    assert "on this CPU's AVX-512 BF16 instructions" in render_bundle_fast(results, "c", "docs/fast_ct.json")
     results["rows"][1]["precision"] = "float32"
     assert "The fast path ran in float32." in render_bundle_fast(results, "c", "docs/fast_ct.json")
+
+
+def test_fast_path_block_gives_a_network_variant_its_own_row_and_names_its_results_file():
+    from report_format import render_bundle_fast
+
+    row = {"bundle": "e", "ct": "512x512x100", "peak_rss_gb": 2.5, "box_fraction": 0.06, "boxes": [[[0, 1]] * 3]}
+    variant = {**row, "variant": 'encoder="efficientnet-b0"'}
+    results = {
+        "threads": 2, "measured_at": "2026-12-07T10:00:00", "machine": {"cpu": "EPYC"},
+        "rows": [{**row, "mode": "full", "wall_s": 120.0}, {**row, "mode": "fast", "wall_s": 40.0},
+                 {**variant, "mode": "full", "wall_s": 100.0}, {**variant, "mode": "fast", "wall_s": 25.0}],
+    }  # fmt: skip
+    text = render_bundle_fast(results, "e", "docs/fast_ct_epyc.json")
+    assert "| 512x512x100 | 120 | 40 | 3.0x | 2.5 | 6% |" in text
+    assert '| 512x512x100 (encoder="efficientnet-b0") | 100 | 25 | 4.0x | 2.5 | 6% |' in text
+    assert "--json docs/fast_ct_epyc.json` measures it" in text
 
 
 def test_fast_path_block_of_an_unmeasured_bundle_says_how_to_measure_it():

@@ -63,11 +63,13 @@ def _conv(module: nn.Module) -> Optional[_ConvNd]:
 
 def channel_covariance(flat: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """Biased covariance ``(C, C)`` of the columns of a ``(voxels, C)`` matrix around ``mean``, in float64: float32
-    products summed over 64 rows at a time (one batched GEMM per group of a cache-sized chunk), then in float64."""
-    centre = mean.to(flat.dtype)
+    products summed over 64 rows at a time (one batched GEMM per group of a cache-sized chunk), then in float64.
+    bfloat16 input is centred and multiplied in float32 (a bf16 GEMM would round each 64-row sum to 8 bits)."""
+    compute = torch.promote_types(flat.dtype, torch.float32)
+    centre = mean.to(compute)
     total = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64)
     for chunk in row_chunks([flat]):
-        for group in row_groups(chunk - centre):
+        for group in row_groups(chunk.to(compute) - centre):
             total += torch.bmm(group.transpose(1, 2), group).double().sum(0)
     return total / flat.shape[0]
 

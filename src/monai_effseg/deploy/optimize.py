@@ -28,8 +28,8 @@
    into the project conv, and the expanded tensor computed in slabs that never exist whole.
 
 Optionally (``bf16=True``, not exact): weights and activations in bfloat16, inputs cast on the way in and outputs
-returned in float32. On CPUs with AMX tiles (:func:`cpu_has_amx`) oneDNN runs bf16 convs on them, several times
-faster than float32 (``python benchmarks/bench_efficientnet_speed.py --modes optimized bf16``; figures in
+returned in float32. On CPUs with native bf16 dot products (:func:`native_bf16`: AMX tiles, AVX-512 BF16) oneDNN
+runs bf16 convs on them, 1.7-3x faster than float32 (``python benchmarks/bench_efficientnet_speed.py --modes optimized bf16``; figures in
 docs/fast_cpu_inference.md). InstanceNorm statistics are still summed in float32/float64 and applied in float32.
 Whether a trained network keeps its answer is checked per bundle (docs/fast_cpu_inference.md).
 
@@ -46,7 +46,7 @@ import copy
 import ctypes
 import logging
 import sys
-from typing import List, Union
+from typing import List, Optional, Union
 
 import torch
 from torch import nn
@@ -268,13 +268,18 @@ def to_channels_last(model: nn.Module, spatial_dims: int = 3, fuse: bool = True)
     return model
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles for bf16 matrix products (Intel Sapphire Rapids and newer), which oneDNN uses
-    for bf16 convs; without them bf16 convs are not faster than float32 here."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())  # private; no public query in torch 2.13
-    except (AttributeError, RuntimeError):
-        return False
+def native_bf16() -> Optional[str]:
+    """The instructions this CPU has for bfloat16 dot products with float32 accumulation, which oneDNN's bf16 convs
+    use: ``"AMX"`` (tiles; Intel Sapphire Rapids and newer), ``"AVX-512 BF16"`` (AMD Zen 4 and newer, Intel Cooper
+    Lake), or None. Without them oneDNN emulates bf16 with float32 arithmetic, so bundles use float32 there. Per
+    window (docs/fast_cpu_inference.md): about 3x float32's speed on AMX, 1.7x with AVX-512 BF16 on a Zen 5 EPYC."""
+    for name, query in (("AMX", "_is_amx_tile_supported"), ("AVX-512 BF16", "_is_avx512_bf16_supported")):
+        try:  # private queries; torch 2.13 has no public one
+            if getattr(torch.cpu, query)():
+                return name
+        except (AttributeError, RuntimeError):
+            continue
+    return None
 
 
 def _entries(model: nn.Module) -> List[nn.Module]:
@@ -311,8 +316,8 @@ def optimize_for_inference(
     """An eval-mode copy of ``model`` (the model itself with ``inplace=True``) for CPU inference: BatchNorm folded,
     channels-last oneDNN convs with fused activations and residuals, nnU-Net decoders without concatenation. Same
     outputs up to float32 rounding, unless ``bf16`` (bfloat16 weights and activations, float32 in and out: faster on
-    CPUs with AMX, :func:`cpu_has_amx`; not exact). Eager only (the swapped modules call oneDNN ops directly); export
-    the original network for TorchScript."""
+    CPUs with native bf16 instructions, :func:`native_bf16`; not exact). Eager only (the swapped modules call oneDNN
+    ops directly); export the original network for TorchScript."""
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     if fold_bn:

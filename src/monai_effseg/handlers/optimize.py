@@ -17,15 +17,15 @@ from typing import Any, Optional
 import torch
 from ignite.engine import Engine, Events
 
-from monai_effseg.deploy.optimize import cpu_has_amx, optimize_for_inference
+from monai_effseg.deploy.optimize import native_bf16, optimize_for_inference
 
 logger = logging.getLogger(__name__)
 
 
-def runs_in_bf16(bf16_on_amx: bool, on_cpu: bool = True) -> bool:
-    """The rule :class:`OptimizeForInference` applies: bfloat16 where asked for, on a CPU network, on a CPU with AMX
-    tiles (:func:`~monai_effseg.deploy.optimize.cpu_has_amx`)."""
-    return bool(bf16_on_amx) and on_cpu and cpu_has_amx()
+def runs_in_bf16(bf16_where_native: bool, on_cpu: bool = True) -> bool:
+    """The rule :class:`OptimizeForInference` applies: bfloat16 where asked for, on a CPU network, on a CPU with
+    native bf16 dot products (:func:`~monai_effseg.deploy.optimize.native_bf16`)."""
+    return bool(bf16_where_native) and on_cpu and native_bf16() is not None
 
 
 class OptimizeForInference:
@@ -33,14 +33,15 @@ class OptimizeForInference:
 
     On a CPU network every step applies. Elsewhere (CUDA) only the device-independent ones (BatchNorm folding,
     concat-free decoder, polyphase upsampling): oneDNN is CPU-only, and the bundles leave this off on CUDA, where its
-    effect has not been measured. ``bf16_on_amx``: bfloat16 weights and activations where the network is on a CPU
-    with AMX tiles (:func:`~monai_effseg.deploy.optimize.cpu_has_amx`), float32 elsewhere (bf16 convs without AMX
-    are not faster); the fast CPU overlays set it for the bundles whose accuracy check passed.
+    effect has not been measured. ``bf16_where_native``: bfloat16 weights and activations where the network is on a CPU
+    with native bf16 dot products (:func:`~monai_effseg.deploy.optimize.native_bf16`: AMX or AVX-512 BF16), float32
+    elsewhere (oneDNN would emulate bf16 there); the fast CPU overlays set it for the bundles whose accuracy
+    check passed.
     """
 
-    def __init__(self, enabled: bool = True, bf16_on_amx: bool = False, **options: Any) -> None:
+    def __init__(self, enabled: bool = True, bf16_where_native: bool = False, **options: Any) -> None:
         self.enabled = bool(enabled)
-        self.bf16_on_amx = bool(bf16_on_amx)
+        self.bf16_where_native = bool(bf16_where_native)
         self.options = options
         self.eager: Optional[torch.nn.Module] = None
 
@@ -58,12 +59,12 @@ class OptimizeForInference:
         on_cpu = all(p.device.type == "cpu" for p in network.parameters())
         if not on_cpu:
             options["channels_last"] = False
-        options["bf16"] = runs_in_bf16(self.bf16_on_amx, on_cpu)
+        options["bf16"] = runs_in_bf16(self.bf16_where_native, on_cpu)
         engine.network = optimize_for_inference(network, **options)
         self.eager = network
-        precision = "bfloat16 on AMX" if options["bf16"] else "float32"
-        if self.bf16_on_amx and not options["bf16"]:
-            precision += " (bf16_on_amx is set, but the network is not on a CPU with AMX tiles)"
+        precision = f"bfloat16 ({native_bf16()})" if options["bf16"] else "float32"
+        if self.bf16_where_native and not options["bf16"]:
+            precision += " (bf16_where_native is set, but the network is not on a CPU with AMX or AVX-512 BF16)"
         logger.info(
             f"inference runs optimize_for_inference's network in {precision} (optimize=false runs the eager one)"
         )

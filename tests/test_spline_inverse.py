@@ -1,0 +1,73 @@
+"""The grid-free inverse of a spline-order ``Spacingd`` (``AxisAlignedSplineResample``): the residual U-Net and
+cascade bundles resample with a third-order spline, and inverting their class scores to a thin-slice CT's grid is
+where their inference peaked in memory. It must give MONAI's own inverse's answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Affine, Compose, Invertd, Orientationd, Spacingd
+
+from monai_effseg.transforms import SafeSpacingd
+from monai_effseg.transforms.ct import RAS_LABELS
+from monai_effseg.transforms.spatial import AxisAlignedSplineResample
+
+
+def _round_trip(spacing_cls, mode, affine: np.ndarray, shape=(37, 31, 23), classes: int = 3, diagonal: bool = False):
+    torch.manual_seed(0)
+    image = MetaTensor(torch.randn(1, *shape), affine=torch.as_tensor(affine))
+    pre = Compose([Orientationd("image", axcodes="RAS", labels=RAS_LABELS),
+                   spacing_cls("image", pixdim=[1.1, 0.9, 2.0], mode=mode, dtype=np.float32, diagonal=diagonal)])  # fmt: skip
+    data = pre({"image": image})
+    scores = torch.softmax(torch.randn(classes, *data["image"].shape[1:]) * 3, 0)
+    data["pred"] = MetaTensor(scores, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+    return Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False)(data)["pred"]
+
+
+C, S = np.cos(0.3), np.sin(0.3)
+AFFINES = {
+    "ras": np.diag([0.8, 0.7, 3.0, 1.0]),
+    "lps, shifted": np.array([[-0.8, 0, 0, 120.0], [0, -0.7, 0, 90.0], [0, 0, 2.5, -40.0], [0, 0, 0, 1]]),
+    # Spacing keeps the rotation, so on the voxel grids the inverse still only scales each axis
+    "rotated": np.array([[0.8 * C, -0.7 * S, 0, 0], [0.8 * S, 0.7 * C, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1]]),
+}
+
+
+@pytest.mark.parametrize("name", list(AFFINES))
+def test_spline_inverse_matches_monai_s_own(name):
+    ours = _round_trip(SafeSpacingd, 3, AFFINES[name])
+    stock = _round_trip(Spacingd, 3, AFFINES[name])
+    assert ours.shape == stock.shape == (3, 37, 31, 23)
+    assert ours.dtype == stock.dtype == torch.float32
+    np.testing.assert_allclose(ours.affine.numpy(), stock.affine.numpy(), atol=1e-6)
+    np.testing.assert_allclose(ours.numpy(), stock.numpy(), atol=2e-5)
+    assert not ours.applied_operations and not stock.applied_operations
+
+
+def test_bilinear_and_grid_rotating_resampling_stay_monai_s():
+    """Bilinear, and a spline resampling that rotates the voxel grid (``diagonal=True`` drops the scan's rotation),
+    run MONAI's own code: the same answer to the bit."""
+    np.testing.assert_array_equal(_round_trip(SafeSpacingd, "bilinear", AFFINES["ras"]).numpy(),
+                                  _round_trip(Spacingd, "bilinear", AFFINES["ras"]).numpy())  # fmt: skip
+    np.testing.assert_array_equal(_round_trip(SafeSpacingd, 3, AFFINES["rotated"], diagonal=True).numpy(),
+                                  _round_trip(Spacingd, 3, AFFINES["rotated"], diagonal=True).numpy())  # fmt: skip
+
+
+def test_safe_spacingd_inverts_spline_modes_without_a_sampling_grid(monkeypatch):
+    transform = SafeSpacingd("image", pixdim=[1.0, 1.0, 2.0], mode=3, dtype=np.float32)
+    assert isinstance(transform.spacing_transform.sp_resample, AxisAlignedSplineResample)
+    calls = []
+    grid_resample = Affine.__call__
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return grid_resample(*args, **kwargs)
+
+    monkeypatch.setattr(Affine, "__call__", counted)
+    _round_trip(Spacingd, 3, AFFINES["ras"])
+    assert len(calls) == 2  # MONAI: the forward resampling and the inverse, each through a sampling grid
+    calls.clear()
+    _round_trip(SafeSpacingd, 3, AFFINES["ras"])
+    assert len(calls) == 1  # the forward only
