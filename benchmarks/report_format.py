@@ -303,7 +303,8 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
         "",
     ]
     table = []
-    for ct, variant in dict.fromkeys((r["ct"], r.get("variant")) for r in rows):
+    runs = sorted(dict.fromkeys((r["ct"], r.get("variant")) for r in rows), key=lambda run: run[1] is not None)
+    for ct, variant in runs:  # the bundle's own network first, then variants (``--set``)
         by = {r["mode"]: r for r in rows if (r["ct"], r.get("variant")) == (ct, variant)}
         fast, full = by.get("fast"), by.get("full")
         table.append([f"{ct} ({variant})" if variant else ct, f"{full['wall_s']:.0f}" if full else "-", f"{fast['wall_s']:.0f}" if fast else "-",

@@ -9,10 +9,12 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Affine, Compose, Invertd, Orientationd, Spacingd
+from scipy import ndimage
 
 from monai_effseg.transforms import SafeSpacingd
 from monai_effseg.transforms.ct import RAS_LABELS
 from monai_effseg.transforms.spatial import AxisAlignedSplineResample
+from monai_effseg.transforms.spline import cubic_resample
 
 
 def _round_trip(spacing_cls, mode, affine: np.ndarray, shape=(37, 31, 23), classes: int = 3, diagonal: bool = False):
@@ -71,3 +73,26 @@ def test_safe_spacingd_inverts_spline_modes_without_a_sampling_grid(monkeypatch)
     calls.clear()
     _round_trip(SafeSpacingd, 3, AFFINES["ras"])
     assert len(calls) == 1  # the forward only
+
+
+@pytest.mark.parametrize(
+    "scales, offsets, shape",
+    [
+        ((1.0, 1.0, 0.27), (0.0, 0.0, -0.36), (20, 17, 33)),  # only the slices: a thin-slice CT's inverse
+        ((0.8, 1.2, 0.5), (0.3, -0.2, -0.25), (25, 14, 18)),  # every axis, up and down
+        ((-1.0, 0.9, 2.0), (19.0, 0.5, -1.0), (20, 18, 5)),  # a flipped axis; coordinates a voxel past the edge
+    ],
+)
+def test_axis_by_axis_cubic_spline_is_scipy_s(scales, offsets, shape):
+    values = np.random.default_rng(0).standard_normal((20, 17, 9)).astype(np.float32)
+    expected = ndimage.affine_transform(values, np.array(scales), np.array(offsets), output_shape=shape, order=3,
+                                        mode="nearest", output=np.float32)  # fmt: skip
+    got = cubic_resample(values, scales, offsets, shape)
+    assert got.shape == tuple(shape) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_axis_by_axis_cubic_spline_refuses_coordinates_beyond_its_padding():
+    values = np.zeros((8, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="beyond the spline padding"):
+        cubic_resample(values, (1.0, 1.0, 1.0), (0.0, 0.0, -20.0), (8, 8, 8))

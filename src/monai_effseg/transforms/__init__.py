@@ -59,6 +59,6 @@ __all__ += [
     "lits_train_transforms",
     "lits_validation_transforms",
 ]
-from monai_effseg.transforms.spatial import SafeSpacingd  # noqa: E402
+from monai_effseg.transforms.spatial import AxisAlignedSplineResample, SafeSpacingd  # noqa: E402
 
-__all__ += ["SafeSpacingd"]
+__all__ += ["AxisAlignedSplineResample", "SafeSpacingd"]

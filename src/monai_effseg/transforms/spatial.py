@@ -14,6 +14,8 @@ from monai.utils import TraceKeys, TransformBackends, convert_to_numpy
 from monai.utils.type_conversion import get_equivalent_dtype, get_torch_dtype_from_string
 from scipy import ndimage
 
+from monai_effseg.transforms.spline import cubic_resample
+
 __all__ = ["AxisAlignedSplineResample", "SafeSpacingd"]
 
 
@@ -53,16 +55,17 @@ class SafeSpacingd(Spacingd):
 
 class AxisAlignedSplineResample(SpatialResample):
     """``SpatialResample`` whose inverse, for a spline order (an integer ``mode``) and a resampling that only scales,
-    flips and shifts each axis (what ``Spacing`` after ``Orientation`` records), runs
-    ``scipy.ndimage.affine_transform`` with a diagonal matrix, one channel at a time, instead of MONAI's sampling
-    grid: the same third-order spline (same prefilter, same boundary mode; coordinates in float64 instead of the
-    grid's float32), without the grid.
+    flips and shifts each axis of the voxel grid (what ``Spacing`` after ``Orientation`` records), resamples one
+    channel at a time without MONAI's sampling grid: the third-order spline with ``"border"`` padding (the bundles')
+    axis by axis (:func:`~monai_effseg.transforms.spline.cubic_resample`), other orders and paddings with
+    ``scipy.ndimage.affine_transform`` and a diagonal matrix. Same spline, prefilter and boundary as MONAI's
+    (coordinates in float64 instead of the grid's float32; ``tests/test_spline_inverse.py``).
 
     Missing upstream: for integer modes MONAI builds a homogeneous float32 grid of every output voxel, transforms and
-    copies it before ``map_coordinates``. Inverting a residual U-Net's three class scores to a 512 x 512 x 600 CT
-    (``python benchmarks/bench_postprocess_memory.py --bundle kits_residual_unet``, 2026-12-07) peaked at 8.69 GB
-    that way and at 3.42 GB this way; the time is the spline's own (114.7 s and 115.8 s). Anything else (bilinear, a
-    resampling that rotates the voxel grid, the forward pass) is MONAI's own code.
+    copies it, then evaluates 64 spline coefficients per voxel in ``map_coordinates``. Inverting a residual U-Net's
+    three class scores to a 512 x 512 x 600 CT (``python benchmarks/bench_postprocess_memory.py --bundle
+    kits_residual_unet``, 2026-12-07) peaked at 8.69 GB that way (114.7 s, the CPU shared), 3.40 GB this way (8.6 s).
+    Anything else (bilinear, a resampling that rotates the voxel grid, the forward pass) is MONAI's own code.
     """
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
@@ -82,10 +85,18 @@ class AxisAlignedSplineResample(SpatialResample):
         _, order, boundary, _ = resolves_modes(mode, info["padding_mode"], backend=TransformBackends.NUMPY)
         shape = tuple(int(s) for s in transform[TraceKeys.ORIG_SIZE])
         dtype = get_equivalent_dtype(get_torch_dtype_from_string(info["dtype"]), np.ndarray)
+        scales, offsets = np.diag(linear), xform[:rank, rank]
         out = np.empty((data.shape[0], *shape), dtype=dtype)
         for channel, values in zip(out, data.as_tensor()):
-            ndimage.affine_transform(values.numpy().astype(dtype, copy=False), np.diag(linear), xform[:rank, rank],
-                                     output_shape=shape, output=channel, order=order, mode=boundary)  # fmt: skip
+            values = values.numpy().astype(dtype, copy=False)
+            if order == 3 and boundary == "nearest" and dtype == np.float32:  # the bundles' case: axis by axis
+                try:
+                    channel[...] = cubic_resample(values, scales, offsets, shape)
+                    continue
+                except ValueError:  # a coordinate beyond the spline's padding: scipy handles it
+                    pass
+            ndimage.affine_transform(values, scales, offsets, output_shape=shape, output=channel, order=order,
+                                     mode=boundary)  # fmt: skip
         result = MetaTensor(torch.from_numpy(out), meta=data.meta, applied_operations=data.applied_operations)
         result.affine = torch.as_tensor(original, dtype=torch.float64)
         return result
