@@ -69,8 +69,8 @@ class AxisAlignedSplineResample(SpatialResample):
     """
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
-        if not isinstance(data, MetaTensor) or data.has_pending_operations:
-            return super().inverse(data)
+        if not isinstance(data, MetaTensor) or data.has_pending_operations or data.device.type != "cpu":
+            return super().inverse(data)  # MONAI's own (cupy on a GPU)
         transform = self.get_most_recent_transform(data)
         info = transform[TraceKeys.EXTRA_INFO]
         original = np.asarray(convert_to_numpy(info["src_affine"]), dtype=np.float64)
