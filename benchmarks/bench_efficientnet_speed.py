@@ -59,8 +59,8 @@ class ChannelsLast(torch.nn.Module):
 
 
 def prepare(net: torch.nn.Module, mode: str, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The network in one execution mode. ``eager``, ``optimized`` and ``bf16`` are the shipped ones; the others are the
-    alternatives tried for the speed work (docs/efficientnet.md, "CPU speed"): ``unfolded`` (``optimized`` without
+    """The network in one execution mode. ``eager``, ``optimized`` and ``bf16`` are the shipped ones; the others are
+    the alternatives tried for the speed work (docs/efficientnet.md, "CPU speed"): ``unfolded`` (``optimized`` without
     folding the upsampling into the next conv), ``channels_last`` (memory format only), ``jit`` (TorchScript trace +
     ``torch.jit.freeze`` + ``torch.jit.optimize_for_inference``, which folds BN and converts convs to MKL-DNN),
     ``compile`` (``torch.compile``, inductor's C++ backend; needs a C++ compiler)."""

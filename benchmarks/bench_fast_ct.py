@@ -133,10 +133,8 @@ def run_child(spec: dict) -> dict:
     """One bundle run in this process (``--child``): times, peak memory, FLOPs of the windows run, the boxes."""
     from monai.bundle import ConfigParser
 
-    from monai_effseg.handlers.optimize import runs_in_bf16
     from monai_effseg.inferers import CoarseToFineInferer, box_fraction, kidney_boxes
     from monai_effseg.profile import count_flops
-    from monai_effseg.utils import as_flag
     from monai_effseg.workflows import bundle_workflow
 
     torch.set_num_threads(spec["threads"])
@@ -171,8 +169,6 @@ def run_child(spec: dict) -> dict:
     for (tag, shape), count in Counter(windows).items():
         flops[tag] += count * count_flops(window_net(nets[tag], shape), shape, parts=[])["network"]
     segs = sorted(Path(spec["out"]).glob("*.nii*"))
-    flag = {key: as_flag(parser.get_parsed_content(key), key) for key in ("optimize", "bf16_where_native")}
-    bf16 = flag["optimize"] and runs_in_bf16(flag["bf16_where_native"])
     return {
         "bundle": spec["bundle"], "mode": spec["mode"], "ct": spec["ct_name"], "wall_s": wall,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -180,7 +176,7 @@ def run_child(spec: dict) -> dict:
         "windows": sum(shape[0] for tag, shape in windows if tag == "network"),  # network windows (batch entries)
         "boxes": [list(map(list, b)) for b in boxes] if boxes else None,
         "box_fraction": box_fraction(boxes, label.shape) if boxes else 1.0,
-        "segmentation": str(segs[0]) if segs else None, "precision": "bfloat16" if bf16 else "float32",
+        "segmentation": str(segs[0]) if segs else None, "precision": precision(parser),
     }  # fmt: skip
 
 
@@ -241,8 +237,6 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict
     sys.path.insert(0, str(REPO / "tests"))
     from bundle_utils import demo_value
 
-    from monai_effseg.handlers.optimize import runs_in_bf16
-    from monai_effseg.utils import as_flag
     from monai_effseg.workflows import evaluate_holdout, run_bundle
 
     root, work = REPO / "bundles" / bundle, demo_work / "demos" / bundle
@@ -270,12 +264,20 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict
                                    configs=configs)  # fmt: skip
         row[mode] = {k: v["mean"] for k, v in summary["metrics"].items() if isinstance(v, dict) and "mean" in v}
         row[f"{mode}_s"] = time.perf_counter() - start
-    parser = bundle_parser(bundle, fast_configs, fast_overrides)
-    bf16 = runs_in_bf16(as_flag(parser.get_parsed_content("bf16_where_native"), "bf16_where_native"))
-    row["fast_precision"] = "bfloat16" if bf16 else "float32"
+    row["fast_precision"] = precision(bundle_parser(bundle, fast_configs, fast_overrides))
     full_dir, fast_dir = work / "holdout_full" / "predictions", work / "holdout_fast" / "predictions"
     row["agreement"] = {p.name: agreement(str(p), str(fast_dir / p.name)) for p in sorted(full_dir.rglob("*.nii.gz"))}
     return row
+
+
+def precision(parser) -> str:
+    """The precision a bundle config runs its network in on this CPU: bfloat16 where it optimizes and sets
+    ``bf16_where_native`` and the CPU has native bf16 (the rule ``OptimizeForInference`` applies), else float32."""
+    from monai_effseg.handlers.optimize import runs_in_bf16
+    from monai_effseg.utils import as_flag
+
+    flag = {key: as_flag(parser.get_parsed_content(key), key) for key in ("optimize", "bf16_where_native")}
+    return "bfloat16" if flag["optimize"] and runs_in_bf16(flag["bf16_where_native"]) else "float32"
 
 
 def bundle_parser(bundle: str, configs: list[str], overrides: dict):

@@ -1,9 +1,10 @@
 """Peak memory of the KiTS inference post-processing on a 512 x 512 x 600 CT (issue 28, bar 3).
 
-A bundle's preprocessing (``--bundle``, default the baseline) runs on tests/data/abdomen_ct_3mm resampled to 512 x 512 x 600 at
-0.78 x 0.78 x 0.8 mm; random 4-class scores on the preprocessed grid then go through the inference post-processing
-(softmax, ``Invertd`` back to the CT's grid with the bundle's own interpolation, argmax), each step timed with the process's resident-memory peak
-during the step (sampled every 20 ms). ``--float64`` resamples as MONAI's ``Spacingd`` does by default (the bundles
+A bundle's preprocessing (``--bundle``, default the baseline) runs on tests/data/abdomen_ct_3mm resampled to
+512 x 512 x 600 at 0.78 x 0.78 x 0.8 mm; random class scores (the bundle's ``num_classes``) on the preprocessed grid
+then go through the inference post-processing (softmax, ``Invertd`` back to the CT's grid with the bundle's own
+interpolation, argmax), each step timed with the process's resident-memory peak during the step (sampled every
+20 ms). ``--float64`` resamples as MONAI's ``Spacingd`` does by default (the bundles
 resample in float32); ``--monai-argmax`` takes the argmax with MONAI's ``AsDiscreted`` instead of ``ChannelArgmaxd``.
 Run each setting in its own process:
 

@@ -307,7 +307,8 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
     for ct, variant in runs:  # the bundle's own network first, then variants (``--set``)
         by = {r["mode"]: r for r in rows if (r["ct"], r.get("variant")) == (ct, variant)}
         fast, full = by.get("fast"), by.get("full")
-        table.append([f"{ct} ({variant})" if variant else ct, f"{full['wall_s']:.0f}" if full else "-", f"{fast['wall_s']:.0f}" if fast else "-",
+        table.append([f"{ct} ({variant})" if variant else ct, f"{full['wall_s']:.0f}" if full else "-",
+                      f"{fast['wall_s']:.0f}" if fast else "-",
                       f"{full['wall_s'] / fast['wall_s']:.1f}x" if fast and full else "-",
                       f"{fast['peak_rss_gb']:.1f}" if fast else "-",
                       f"{fast['box_fraction']:.0%}" if fast and fast.get("boxes") else "-"])  # fmt: skip

@@ -20,8 +20,8 @@ from monai_effseg.transforms.spline import cubic_resample
 def _round_trip(spacing_cls, mode, affine: np.ndarray, shape=(37, 31, 23), classes: int = 3, diagonal: bool = False):
     torch.manual_seed(0)
     image = MetaTensor(torch.randn(1, *shape), affine=torch.as_tensor(affine))
-    pre = Compose([Orientationd("image", axcodes="RAS", labels=RAS_LABELS),
-                   spacing_cls("image", pixdim=[1.1, 0.9, 2.0], mode=mode, dtype=np.float32, diagonal=diagonal)])  # fmt: skip
+    spacing = spacing_cls("image", pixdim=[1.1, 0.9, 2.0], mode=mode, dtype=np.float32, diagonal=diagonal)
+    pre = Compose([Orientationd("image", axcodes="RAS", labels=RAS_LABELS), spacing])
     data = pre({"image": image})
     scores = torch.softmax(torch.randn(classes, *data["image"].shape[1:]) * 3, 0)
     data["pred"] = MetaTensor(scores, meta=data["image"].meta, applied_operations=data["image"].applied_operations)

@@ -29,8 +29,8 @@
 
 Optionally (``bf16=True``, not exact): weights and activations in bfloat16, inputs cast on the way in and outputs
 returned in float32. On CPUs with native bf16 dot products (:func:`native_bf16`: AMX tiles, AVX-512 BF16) oneDNN
-runs bf16 convs on them, 1.7-3x faster than float32 (``python benchmarks/bench_efficientnet_speed.py --modes optimized bf16``; figures in
-docs/fast_cpu_inference.md). InstanceNorm statistics are still summed in float32/float64 and applied in float32.
+runs bf16 convs on them, 1.7-3x faster than float32 (``python benchmarks/bench_efficientnet_speed.py --modes
+optimized bf16``; figures in docs/efficientnet.md). InstanceNorm statistics are still summed in float32/float64 and applied in float32.
 Whether a trained network keeps its answer is checked per bundle (docs/fast_cpu_inference.md).
 
 :func:`keep_freed_memory` (per process) stops glibc from returning freed memory to the OS: a 3D U-Net allocates
@@ -272,7 +272,7 @@ def native_bf16() -> Optional[str]:
     """The instructions this CPU has for bfloat16 dot products with float32 accumulation, which oneDNN's bf16 convs
     use: ``"AMX"`` (tiles; Intel Sapphire Rapids and newer), ``"AVX-512 BF16"`` (AMD Zen 4 and newer, Intel Cooper
     Lake), or None. Without them oneDNN emulates bf16 with float32 arithmetic, so bundles use float32 there. Per
-    window (docs/fast_cpu_inference.md): about 3x float32's speed on AMX, 1.7x with AVX-512 BF16 on a Zen 5 EPYC."""
+    window (docs/efficientnet.md): about 3x float32's speed on AMX, 1.8x with AVX-512 BF16 on a Zen 5 EPYC."""
     for name, query in (("AMX", "_is_amx_tile_supported"), ("AVX-512 BF16", "_is_avx512_bf16_supported")):
         try:  # private queries; torch 2.13 has no public one
             if getattr(torch.cpu, query)():
