@@ -28,12 +28,14 @@ the time the arithmetic alone would take.
 ``run_all.py --work-dir DEMO_WORK`` keeps them), it trains the bundle's localizer on the same demo cases
 (``localizer.json``; demo sizes: 5 mm in-plane instead of 3.1 mm, the phantoms are 2.6 mm), then runs the hold-out
 phantoms through the full and the fast path: both paths' hold-out Dice and, per case, the Dice between the two
-paths' kidney-and-mass masks.
+paths' kidney-and-mass masks. ``--dataset realistic`` does the same on demo models trained on the realistic KiTS
+dataset (``run_all.py --sections demos --demo-override demo_dataset=realistic``): real KiTS19 kidney and tumour
+shapes, positions and slice spacings with the IPL affine, hold-out cases from patients the training never saw.
 
     python benchmarks/bench_fast_ct.py [--bundles kits_nnunet_baseline ...] [--cts 100 600] [--full-on 100]
         [--max-grow 0] [--set KEY=JSON ...]
         [--threads 2] [--json FILE]
-    python benchmarks/bench_fast_ct.py --accuracy /tmp/demo_work [--bundles ...] [--json FILE]
+    python benchmarks/bench_fast_ct.py --accuracy /tmp/demo_work [--dataset realistic] [--bundles ...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -232,8 +234,9 @@ def fast_path(bundle: str) -> tuple[list[str], dict]:
     return ["inference.json"], {"bf16_where_native": True}
 
 
-def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict:
-    """Localizer training on the demo cases, then the hold-out phantoms through both paths (see the module doc)."""
+def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int, dataset: str = "phantoms") -> dict:
+    """Localizer training on the demo cases, then the hold-out cases through both paths (see the module doc).
+    ``dataset`` is the demo's ``demo_dataset``: the phantoms, or the realistic cases built on KiTS19 label maps."""
     sys.path.insert(0, str(REPO / "tests"))
     from bundle_utils import demo_value
 
@@ -244,20 +247,23 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int) -> dict
     if not (models / "model.pt").is_file():
         raise FileNotFoundError(
             f"{models / 'model.pt'}: run benchmarks/run_all.py --sections demos --work-dir {demo_work}"
+            + (f" --demo-override demo_dataset={dataset}" if dataset != "phantoms" else "")
         )
+    demo = {"demo_dataset": dataset}
     fast_configs, fast_overrides = fast_path(bundle)
     start = time.perf_counter()
     if "inference_fast.json" in fast_configs:
         run_bundle(root, ["localizer.json"], "train", literals={
-            "dataset_dir": demo_value(root, "dataset_dir"), "model_dir": str(models),
+            "dataset_dir": demo_value(root, "dataset_dir", **demo), "model_dir": str(models),
             "model_eval_dir": str(work / "eval"), "max_epochs": epochs, "iterations_per_epoch": iterations,
             "val_interval": epochs, "num_workers": 0, **DEMO_LOCALIZER})  # fmt: skip
         fast_overrides = DEMO_LOCALIZER
     localizer_s = time.perf_counter() - start
     # mirror TTA off in both paths, as on a CPU (the fast overlay's default; some demos keep the bundle's 8 flips)
-    overrides = {**demo_value(root, "demo_inference_overrides", ckpt_dir=str(models)), "mirror_axes": []}
-    holdout, protocol = demo_value(root, "holdout_dir"), demo_value(root, "eval_protocol")
-    row = {"bundle": bundle, "localizer_train_s": localizer_s, "holdout_dir": str(holdout), "protocol": protocol}
+    overrides = {**demo_value(root, "demo_inference_overrides", ckpt_dir=str(models), **demo), "mirror_axes": []}
+    holdout, protocol = demo_value(root, "holdout_dir", **demo), demo_value(root, "eval_protocol", **demo)
+    row = {"bundle": bundle, "dataset": dataset, "localizer_train_s": localizer_s, "holdout_dir": str(holdout),
+           "protocol": protocol}  # fmt: skip
     for mode, configs, extra in (("full", ["inference.json"], {}), ("fast", fast_configs, fast_overrides)):
         start = time.perf_counter()
         summary = evaluate_holdout(root, holdout, work / f"holdout_{mode}", protocol, {**overrides, **extra},
@@ -316,6 +322,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="the baseline at a quarter of its widths, 100-slice CT only")
     p.add_argument("--accuracy", type=Path, default=None, metavar="DEMO_WORK", help="see the module doc")
+    p.add_argument("--dataset", choices=("phantoms", "realistic"), default="phantoms",
+                   help="with --accuracy: the demo_dataset the demo models were trained on")  # fmt: skip
     p.add_argument("--localizer-epochs", type=int, default=30)
     p.add_argument("--localizer-iterations", type=int, default=20)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -329,7 +337,8 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     if args.accuracy:
-        rows = [accuracy(b, args.accuracy, args.localizer_epochs, args.localizer_iterations) for b in args.bundles]
+        rows = [accuracy(b, args.accuracy, args.localizer_epochs, args.localizer_iterations, args.dataset)
+                for b in args.bundles]  # fmt: skip
         print_accuracy(rows)
         if args.json:
             save(args.json, "accuracy", rows, {"accuracy_measured_at": rf.now_iso()})
@@ -397,7 +406,7 @@ def save(path: Path, key: str, rows: list[dict], extra: dict) -> None:
     ident = (
         (lambda r: (r["bundle"], r.get("ct"), r.get("mode"), r.get("variant")))
         if key == "rows"
-        else (lambda r: r["bundle"])
+        else (lambda r: (r["bundle"], r.get("dataset", "phantoms")))
     )
     measured = {ident(r) for r in rows}
     results[key] = [r for r in results.get(key, []) if ident(r) not in measured] + rows

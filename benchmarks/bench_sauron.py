@@ -41,17 +41,20 @@ stretch every time (the time *ratios* are interleaved and suffer less).
 
 **Fair benchmark (issue 27), ``--fair``.** Seeds x arms (:data:`FAIR_ARMS`: the unpruned control, the authors'
 last-forward sampling, the epoch average), each on the demo overlay with the same epochs, iterations, validation
-cadence and LR schedule, at :data:`FAIR_DEFAULTS` (features 16-32-64-96-128, patch 48x48x32, 30 epochs x 12
-iterations, warm-up 3, fine-tune the last 6, validation every 5 epochs, 20 hold-out phantoms, seeds 0-2). Reports
+cadence and LR schedule, at :data:`FAIR_DEFAULTS` (features 16-32-64-96-128, patch 48x48x32, 60 epochs x 12
+iterations, warm-up 6, fine-tune the last 18, validation every 5 epochs, 20 hold-out phantoms, seeds 0-2). Reports
 mean +- sd of the FLOPs reduction and of the hold-out kidney Dice gap to the same seed's control (bar 1), the
-control's validation curve, the compression curves and whether they keep falling once every tau is at its maximum
-(bar 2), the forward time of the pruned vs unpruned net at 1x1x160x160x80 in one interleaved run (bar 3), the
-per-level widths and the same kept fractions' FLOPs on the paper's 24..384 network. The results merge into
-``--results`` (default ``docs/benchmarks.json``, ``sections.sauron.data.fair``; atomic) and render with
-``sauron_fair_report.render_fair`` (bar 4). About 90 minutes on 2 cores; ``--smoke`` runs it tiny in a few
-minutes and writes to ``/tmp/sauron_fair_smoke.json``:
+control's validation curve, the compression curves and whether they keep falling once half of the layers'
+thresholds are at tau_max (bar 2; :func:`keeps_falling` says why not all), the forward time of the pruned vs
+unpruned net at 1x1x160x160x80 in one interleaved run (bar 3), the per-level widths and the same kept fractions'
+FLOPs on the paper's 24..384 network. The results merge into ``--results`` (default ``docs/benchmarks.json``,
+``sections.sauron.data.fair``; atomic) and render with ``sauron_fair_report.render_fair`` (bar 4). At most 90
+minutes on 2 cores (the results file records the run's ``elapsed_s``); ``--smoke`` runs it tiny in a few minutes
+and writes to ``/tmp/sauron_fair_smoke.json``; ``--resummarize`` recomputes the bars of the runs saved in
+``--results`` without training:
 
-    python benchmarks/bench_sauron.py --fair [--smoke] [--results PATH] [--fair-seeds 0 1 2] [--fair-epochs N] ...
+    python benchmarks/bench_sauron.py --fair [--smoke | --resummarize] [--results PATH] [--fair-seeds 0 1 2]
+        [--fair-epochs N] ...
 """
 
 from __future__ import annotations
@@ -349,9 +352,9 @@ FAIR_ARMS = {
     "sauron_last": {"sauron_sampling": "last"},  # the authors' criterion (the bundle's default)
     "sauron_average": {"sauron_sampling": "epoch_average"},  # the opt-in epoch average, A/B
 }
-FAIR_DEFAULTS = {  # sized for ~90 min on 2 cores (a timed smoke run: see docs/deviations.md, Sauron)
-    "seeds": [0, 1, 2], "epochs": 30, "iterations": 12, "val_interval": 5, "holdout": 20,
-    "features": [16, 32, 64, 96, 128], "patch": [48, 48, 32], "warmup": 3, "finetune": 6,
+FAIR_DEFAULTS = {  # sized for <= 90 min on 2 cores (the EPYC of docs/benchmarks.json: see its elapsed_s)
+    "seeds": [0, 1, 2], "epochs": 60, "iterations": 12, "val_interval": 5, "holdout": 20,
+    "features": [16, 32, 64, 96, 128], "patch": [48, 48, 32], "warmup": 6, "finetune": 18,
     "speed_rounds": 3, "speed_input": list(SPEED_INPUT[2:]),
 }  # fmt: skip
 FAIR_SMOKE = {"seeds": [0], "epochs": 3, "iterations": 2, "val_interval": 2, "holdout": 2, "patch": [48, 48, 16],
@@ -425,28 +428,30 @@ def _mean_sd(values: Sequence[float]) -> dict:
 
 
 def keeps_falling(history: Sequence[dict], n_layers: int) -> dict:
-    """FLOPs when every layer's threshold first sits at tau_max, and at the end of the pruning phases: does the
-    compression go on after tau stops rising (bar 2)?"""
-    at_max = next((h for h in history if h["taus_at_max"] >= n_layers), None)
+    """Bar 2: does the compression go on once the thresholds have reached tau_max?
+
+    "At tau_max" is the first epoch at which at least half of the layers sit at tau_max (the median layer's threshold
+    is at its maximum). Every layer is too strict a test: criterion (d) holds a layer's threshold while that layer
+    keeps losing 2% of its channels per prune, so a layer that is still being pruned never reaches tau_max, and a
+    run that prunes on would never count as "at tau_max". The window from that epoch to the end of the pruning
+    phases (warm-up and prune; the fine-tune phase prunes nothing) is cut in two halves, and the curve keeps falling
+    if the second half still removes at least 1% of the FLOPs: a curve that drops for a few epochs after tau stops
+    rising and then lies flat, as the epoch average did in a 72-epoch run, does not pass. The epoch at which every
+    layer is at tau_max, if any, is reported beside it."""
+    at_max = next((h for h in history if 2 * h["taus_at_max"] >= n_layers), None)
+    every = next((h["epoch"] for h in history if h["taus_at_max"] >= n_layers), None)
     pruned = [h for h in history if h.get("phase") in ("warmup", "prune")]
     end = pruned[-1] if pruned else history[-1]
-    if at_max is None:
-        return {"epoch_tau_max": None, "falling": None}
-    return {"epoch_tau_max": at_max["epoch"], "flops_pct_at_tau_max": round(100 * at_max["flops"] / history[0]["flops"], 2),
-            "epoch_end": end["epoch"], "flops_pct_end": round(100 * end["flops"] / history[0]["flops"], 2),
-            "falling": end["flops"] < 0.99 * at_max["flops"]}  # fmt: skip
-
-
-def level_widths(widths: dict[str, int]) -> dict[str, list[int]]:
-    """Per-layer widths grouped by resolution level (encoder stage i and the decoder layers at the same level)."""
-    names = list(widths)
-    levels = 1 + max(int(n.split(".")[2]) for n in names if n.startswith("encoder.stages."))
-    out: dict[str, list[int]] = {}
-    for name, w in widths.items():
-        index = int(name.split(".")[2])
-        level = index if name.startswith("encoder.") else levels - 2 - index
-        out.setdefault(f"level {level}", []).append(w)
-    return dict(sorted(out.items()))
+    out = {"epoch_tau_max": None if at_max is None else at_max["epoch"], "epoch_every_layer_at_max": every,
+           "epoch_end": end["epoch"], "falling": None}  # fmt: skip
+    if at_max is None or end["epoch"] - at_max["epoch"] < 2:
+        return out
+    middle = next(h for h in history if h["epoch"] >= (at_max["epoch"] + end["epoch"]) / 2)
+    base = history[0]["flops"]
+    return {**out, **{f"flops_pct_{key}": round(100 * h["flops"] / base, 2)
+                      for key, h in (("at_tau_max", at_max), ("middle", middle), ("end", end))},
+            "epoch_middle": middle["epoch"], "layers_at_max_end": end["taus_at_max"],
+            "falling": end["flops"] < 0.99 * middle["flops"]}  # fmt: skip
 
 
 def fair_summary(entries: list[dict], settings: dict) -> dict:
@@ -515,10 +520,25 @@ def write_fair_results(fair: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def fair_resummarize(path: Path) -> dict:
+    """Recompute the summary (the bars) of the fair entries saved in ``path`` with today's rules, write it back and
+    print the report: how a changed bar definition reaches a saved run without training again."""
+    from sauron_fair_report import render_fair
+
+    fair = json.loads(Path(path).read_text(encoding="utf-8"))["sections"]["sauron"]["data"]["fair"]
+    fair["summary"] = fair_summary(fair["entries"], fair["settings"])
+    write_fair_results(fair, path)
+    print(render_fair(fair))
+    print(f"\nresults: {path} (sections.sauron.data.fair): summary recomputed from its {len(fair['entries'])} entries")
+    return fair
+
+
 def fair_main(args: argparse.Namespace) -> dict:
     """The fair benchmark: every arm x seed, the summary, bar 3's timing, the results file and the report."""
     from sauron_fair_report import render_fair
 
+    if args.resummarize:
+        return fair_resummarize(Path(args.results or REPO / "docs" / "benchmarks.json"))
     settings = {**FAIR_DEFAULTS, **(FAIR_SMOKE if args.smoke else {})}
     for key in ("seeds", "epochs", "iterations", "val_interval", "holdout", "features", "patch", "warmup", "finetune"):
         if getattr(args, f"fair_{key}", None) is not None:
@@ -647,6 +667,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     fair = parser.add_argument_group("fair benchmark (issue 27): --fair [--smoke]")
     fair.add_argument("--fair", action="store_true", help="the fair benchmark: arms x seeds, bars 1-4")
     fair.add_argument("--smoke", action="store_true", help="with --fair: a few minutes, results to /tmp")
+    fair.add_argument("--resummarize", action="store_true",
+                      help="with --fair: recompute the bars of the runs saved in --results, no training")  # fmt: skip
     fair.add_argument("--arms", nargs="+", default=list(FAIR_ARMS), choices=list(FAIR_ARMS))
     fair.add_argument(
         "--results",

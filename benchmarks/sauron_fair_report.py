@@ -25,7 +25,8 @@ def _curves(fair: dict) -> list[str]:
             for e in fair["entries"] if e["arm"] == "unpruned"]  # fmt: skip
     out += _table(["seed", "epoch:Dice"], rows)
     out += ["", f"Levelled off per seed: {fair['summary'].get('control_levelled')}", "",
-            "Compression curves (FLOPs % of the start per epoch; `*` = every layer's tau at its maximum):", ""]  # fmt: skip
+            "Compression curves (FLOPs % of the start per epoch; `*` = at least half of the layers' tau at its maximum):",
+            ""]  # fmt: skip
     rows = []
     for e in fair["entries"]:
         if e["arm"] == "unpruned":
@@ -37,7 +38,7 @@ def _curves(fair: dict) -> list[str]:
                 e["arm"],
                 e["seed"],
                 " ".join(
-                    f"{h['epoch']}:{100 * h['flops'] / base:.1f}{'*' if h['taus_at_max'] >= n else ''}"
+                    f"{h['epoch']}:{100 * h['flops'] / base:.1f}{'*' if 2 * h['taus_at_max'] >= n else ''}"
                     for h in e["history"][1:]
                 ),
             ]

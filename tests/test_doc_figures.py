@@ -122,6 +122,43 @@ def test_fast_path_block_says_which_precision_ran_and_shows_no_boxes_where_there
     assert "The fast path ran in float32." in render_bundle_fast(results, "c", "docs/fast_ct.json")
 
 
+def test_fast_path_block_gives_the_realistic_dataset_check_its_own_sentence_after_the_phantoms():
+    from report_format import render_bundle_fast
+
+    row = {
+        "bundle": "d",
+        "ct": "512x512x100",
+        "peak_rss_gb": 2.5,
+        "box_fraction": 0.1,
+        "boxes": None,
+        "mode": "fast",
+        "wall_s": 40.0,
+    }
+    check = {
+        "bundle": "d",
+        "protocol": "kits21",
+        "full": {"kidney_and_mass_dice": 0.9, "tumor_dice": 0.5},
+        "fast": {"kidney_and_mass_dice": 0.9, "tumor_dice": 0.5},
+        "agreement": {"a": 0.999},
+    }
+    results = {"threads": 2, "measured_at": "2026-12-07T10:00:00", "machine": {"cpu": "EPYC"}, "rows": [row],
+               "accuracy": [{**check, "dataset": "realistic", "agreement": {"a": 0.991}}, check]}  # fmt: skip
+    text = render_bundle_fast(results, "d", "docs/fast_ct.json")
+    phantoms, realistic = text.index("its hold-out phantoms"), text.index("trained on the realistic KiTS dataset")
+    assert phantoms < realistic and ">= 0.999 on every case" in text[:realistic] and ">= 0.991" in text[realistic:]
+
+
+def test_fast_ct_accuracy_rows_of_two_datasets_are_kept_apart(tmp_path):
+    from bench_fast_ct import save
+
+    path = tmp_path / "fast_ct.json"
+    save(path, "accuracy", [{"bundle": "b", "kidney": 0.8}], {})  # a row from before ``dataset`` was recorded
+    save(path, "accuracy", [{"bundle": "b", "dataset": "realistic", "kidney": 0.7}], {})
+    save(path, "accuracy", [{"bundle": "b", "dataset": "phantoms", "kidney": 0.9}], {})
+    rows = json.loads(path.read_text())["accuracy"]
+    assert sorted((r.get("dataset"), r["kidney"]) for r in rows) == [("phantoms", 0.9), ("realistic", 0.7)]
+
+
 def test_fast_path_block_gives_a_network_variant_its_own_row_and_names_its_results_file():
     from report_format import render_bundle_fast
 
