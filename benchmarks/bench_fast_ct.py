@@ -262,8 +262,8 @@ def accuracy(bundle: str, demo_work: Path, epochs: int, iterations: int, dataset
     # mirror TTA off in both paths, as on a CPU (the fast overlay's default; some demos keep the bundle's 8 flips)
     overrides = {**demo_value(root, "demo_inference_overrides", ckpt_dir=str(models), **demo), "mirror_axes": []}
     holdout, protocol = demo_value(root, "holdout_dir", **demo), demo_value(root, "eval_protocol", **demo)
-    row = {"bundle": bundle, "dataset": dataset, "localizer_train_s": localizer_s, "holdout_dir": str(holdout),
-           "protocol": protocol}  # fmt: skip
+    row = {"bundle": bundle, "dataset": dataset, "localizer": "inference_fast.json" in fast_configs,
+           "localizer_train_s": localizer_s, "holdout_dir": str(holdout), "protocol": protocol}  # fmt: skip
     for mode, configs, extra in (("full", ["inference.json"], {}), ("fast", fast_configs, fast_overrides)):
         start = time.perf_counter()
         summary = evaluate_holdout(root, holdout, work / f"holdout_{mode}", protocol, {**overrides, **extra},

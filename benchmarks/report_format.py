@@ -290,14 +290,7 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
         f"with fresh weights, mirror TTA off in both paths; measured {results['measured_at'][:10]} on "
         f"{results['machine'].get('cpu')}. Rendered from `{source}`: `python benchmarks/bench_fast_ct.py "
         f"--json {source}` measures it, `python benchmarks/run_all.py --report-only` re-renders this block. "
-        "The fast path's boxes are the CT's reference kidney masks, grown as the inferer grows a localizer's (the "
-        "fresh localizer still runs, for its time), "
-        + (
-            "without the rounds that grow a box where the network's kidney reaches its face (a fresh network's "
-            "foreground is noise)."
-            if not results.get("max_grow")
-            else f"with up to {results['max_grow']} rounds that grow a box where the network's kidney reaches its face."
-        )
+        + (boxes_sentence(results) if any(r.get("boxes") for r in rows) else NO_OVERLAY)
         + (f" {results['note']}" if results.get("note") else "")
         + precision_sentence(results, rows, "fast"),
         "",
@@ -320,19 +313,42 @@ def render_bundle_fast(results: dict, bundle: str, source: str) -> str:
     return "\n".join(lines)
 
 
+NO_OVERLAY = (
+    "This bundle has no localizer overlay (it is coarse-to-fine by design): its fast path is `inference.json` with "
+    "`bf16_where_native`, so both paths run the same windows."
+)
+
+
+def boxes_sentence(results: dict) -> str:
+    """How the speed rows of a bundle with ``inference_fast.json`` chose the fast path's boxes."""
+    return (
+        "The fast path's boxes are the CT's reference kidney masks, grown as the inferer grows a localizer's (the "
+        "fresh localizer still runs, for its time), "
+        + (
+            "without the rounds that grow a box where the network's kidney reaches its face (a fresh network's "
+            "foreground is noise)."
+            if not results.get("max_grow")
+            else f"with up to {results['max_grow']} rounds that grow a box where the network's kidney reaches its face."
+        )
+    )
+
+
 ACCURACY_DATA = {
-    "phantoms": "On this bundle's demo model (its hold-out phantoms, localizer trained on the demo cases",
+    "phantoms": "On this bundle's demo model (its hold-out phantoms",
     "realistic": "On this bundle's demo model trained on the realistic KiTS dataset (`demo_dataset` `realistic`; its "
     "hold-out cases are built on the real KiTS19 kidney and tumour label maps of patients the training never saw, "
-    "2.2-2.8 mm in-plane, 2.5-5 mm slices, IPL affine; localizer trained on the same demo cases",
+    "2.2-2.8 mm in-plane, 2.5-5 mm slices, IPL affine",
 }
 
 
 def accuracy_sentence(acc: dict) -> str:
-    """One ``bench_fast_ct.py --accuracy`` row as a sentence: both paths' hold-out Dice and their agreement."""
+    """One ``bench_fast_ct.py --accuracy`` row as a sentence: both paths' hold-out Dice and their agreement. Rows
+    from before ``localizer`` was recorded trained one where ``localizer_train_s`` is more than a timer's noise."""
     kidney = "kidney_dice" if acc["protocol"] == "kits19" else "kidney_and_mass_dice"
+    localizer = acc.get("localizer", acc.get("localizer_train_s", 0.0) > 1.0)
     return (
         ACCURACY_DATA[acc.get("dataset", "phantoms")]
+        + (", localizer trained on the same demo cases" if localizer else "")
         + (", the fast path in bfloat16" if acc.get("fast_precision") == "bfloat16" else "")
         + f"): hold-out {kidney.replace('_', ' ')} {fnum(acc['full'][kidney])} full, {fnum(acc['fast'][kidney])} "
         f"fast; tumour Dice {fnum(acc['full']['tumor_dice'])} full, {fnum(acc['fast']['tumor_dice'])} fast; the two "

@@ -93,6 +93,7 @@ def test_fast_path_block_renders_both_paths_and_the_accuracy():
     text = render_bundle_fast(results, "b", "docs/fast_ct.json")
     assert "| 512x512x100 | 300 | 40 | 7.5x | 2.5 | 8% |" in text
     assert "| 512x512x600 | - | 45 | - |" in text
+    assert "boxes are the CT's reference kidney masks" in text and "no localizer overlay" not in text
     assert "0.900 full, 0.895 fast" in text and ">= 0.985 on every case" in text
     block = f"<!-- results: docs/fast_ct.json#fast_ct/b -->\n{text}<!-- /results -->"
     assert update_results_blocks(block, lambda source: results) == block
@@ -114,8 +115,12 @@ def test_fast_path_block_says_which_precision_ran_and_shows_no_boxes_where_there
     }  # fmt: skip
     text = render_bundle_fast(results, "c", "docs/fast_ct.json")
     assert "| 512x512x100 | 250 | 100 | 2.5x | 2.5 | - |" in text
+    assert "has no localizer overlay" in text and "reference kidney masks" not in text  # the cascade's rows
     assert "The fast path ran in bfloat16 on this CPU's AMX instructions" in text  # files from before native_bf16
-    assert "localizer trained on the demo cases, the fast path in bfloat16)" in text
+    assert "its hold-out phantoms, the fast path in bfloat16)" in text  # no localizer: the cascade's row
+    results["accuracy"][0]["localizer"] = True
+    assert "localizer trained on the same demo cases, the fast path" in render_bundle_fast(results, "c", "x.json")
+    del results["accuracy"][0]["localizer"]
     results["native_bf16"] = "AVX-512 BF16"
     assert "on this CPU's AVX-512 BF16 instructions" in render_bundle_fast(results, "c", "docs/fast_ct.json")
     results["rows"][1]["precision"] = "float32"
