@@ -30,7 +30,7 @@ the time the arithmetic alone would take.
 phantoms through the full and the fast path: both paths' hold-out Dice and, per case, the Dice between the two
 paths' kidney-and-mass masks. ``--dataset realistic`` does the same on demo models trained on the realistic KiTS
 dataset (``run_all.py --sections demos --demo-override demo_dataset=realistic``): real KiTS19 kidney and tumour
-shapes, positions and slice spacings with the IPL affine, hold-out cases from patients the training never saw.
+shapes and positions, 2.5-5 mm slices, the IPL affine, hold-out cases from patients the training never saw.
 
     python benchmarks/bench_fast_ct.py [--bundles kits_nnunet_baseline ...] [--cts 100 600] [--full-on 100]
         [--max-grow 0] [--set KEY=JSON ...]

@@ -40,18 +40,18 @@ stretch every time (the time *ratios* are interleaved and suffer less).
         [--json out.json] [--widths-from model.pt --skip-training] [--optimized]
 
 **Fair benchmark (issue 27), ``--fair``.** Seeds x arms (:data:`FAIR_ARMS`: the unpruned control, the authors'
-last-forward sampling, the epoch average), each on the demo overlay with the same epochs, iterations, validation
-cadence and LR schedule, at :data:`FAIR_DEFAULTS` (features 16-32-64-96-128, patch 48x48x32, 60 epochs x 12
-iterations, warm-up 6, fine-tune the last 18, validation every 5 epochs, 20 hold-out phantoms, seeds 0-2). Reports
-mean +- sd of the FLOPs reduction and of the hold-out kidney Dice gap to the same seed's control (bar 1), the
-control's validation curve, the compression curves and whether they keep falling once half of the layers'
-thresholds are at tau_max (bar 2; :func:`keeps_falling` says why not all), the forward time of the pruned vs
-unpruned net at 1x1x160x160x80 in one interleaved run (bar 3), the per-level widths and the same kept fractions'
-FLOPs on the paper's 24..384 network. The results merge into ``--results`` (default ``docs/benchmarks.json``,
-``sections.sauron.data.fair``; atomic) and render with ``sauron_fair_report.render_fair`` (bar 4). At most 90
-minutes on 2 cores (the results file records the run's ``elapsed_s``); ``--smoke`` runs it tiny in a few minutes
-and writes to ``/tmp/sauron_fair_smoke.json``; ``--resummarize`` recomputes the bars of the runs saved in
-``--results`` without training:
+last-forward sampling, the epoch average; ``--arms sauron_plateau`` adds the paper's plateau-gated raises), each on
+the demo overlay with the same epochs, iterations, validation cadence and LR schedule, at :data:`FAIR_DEFAULTS`
+(features 16-32-64-96-128, patch 48x48x32, 60 epochs x 12 iterations, warm-up 6, fine-tune the last 18, validation
+every 5 epochs, 20 hold-out phantoms, seeds 0-2). Reports mean +- sd of the FLOPs reduction and of the hold-out
+kidney Dice gap to the same seed's control (bar 1), the control's validation curve, the compression curves and
+whether they keep falling once half of the layers' thresholds are at tau_max (bar 2; :func:`keeps_falling` says why
+not all), the forward time of the pruned vs unpruned net at 1x1x160x160x80 in one interleaved run (bar 3), the
+per-level widths and the same kept fractions' FLOPs on the paper's 24..384 network. The results merge into
+``--results`` (default ``docs/benchmarks.json``, ``sections.sauron.data.fair``; atomic) and render with
+``sauron_fair_report.render_fair`` (bar 4). At most 90 minutes on 2 cores (the results file records the run's
+``elapsed_s``); ``--smoke`` runs it tiny in a few minutes and writes to ``/tmp/sauron_fair_smoke.json``;
+``--resummarize`` recomputes the bars of the runs saved in ``--results`` without training:
 
     python benchmarks/bench_sauron.py --fair [--smoke | --resummarize] [--results PATH] [--fair-seeds 0 1 2]
         [--fair-epochs N] ...
@@ -351,7 +351,16 @@ FAIR_ARMS = {
     "unpruned": NO_PRUNING,  # the converged control: lambda 0 and every threshold 0
     "sauron_last": {"sauron_sampling": "last"},  # the authors' criterion (the bundle's default)
     "sauron_average": {"sauron_sampling": "epoch_average"},  # the opt-in epoch average, A/B
+    # the paper's plateau-gated raises (a layer moves up only when the training loss has levelled off over its
+    # patience) instead of the demo's raise every epoch; not in the default arms (--arms sauron_plateau)
+    "sauron_plateau": {
+        "sauron_sampling": "last",
+        "sauron_require_plateau": True,
+        "sauron_patience": 2,
+        "sauron_plateau_min_epochs": 6,
+    },  # fmt: skip
 }
+DEFAULT_FAIR_ARMS = ["unpruned", "sauron_last", "sauron_average"]
 FAIR_DEFAULTS = {  # sized for <= 90 min on 2 cores (the EPYC of docs/benchmarks.json: see its elapsed_s)
     "seeds": [0, 1, 2], "epochs": 60, "iterations": 12, "val_interval": 5, "holdout": 20,
     "features": [16, 32, 64, 96, 128], "patch": [48, 48, 32], "warmup": 6, "finetune": 18,
@@ -669,7 +678,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     fair.add_argument("--smoke", action="store_true", help="with --fair: a few minutes, results to /tmp")
     fair.add_argument("--resummarize", action="store_true",
                       help="with --fair: recompute the bars of the runs saved in --results, no training")  # fmt: skip
-    fair.add_argument("--arms", nargs="+", default=list(FAIR_ARMS), choices=list(FAIR_ARMS))
+    fair.add_argument("--arms", nargs="+", default=DEFAULT_FAIR_ARMS, choices=list(FAIR_ARMS))
     fair.add_argument(
         "--results",
         default=None,
