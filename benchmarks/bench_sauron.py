@@ -447,7 +447,9 @@ def keeps_falling(history: Sequence[dict], n_layers: int) -> dict:
     if the second half still removes at least 1% of the FLOPs: a curve that drops for a few epochs after tau stops
     rising and then lies flat, as the epoch average did in a 72-epoch run, does not pass. The epoch at which every
     layer is at tau_max, if any, is reported beside it."""
-    at_max = next((h for h in history if 2 * h["taus_at_max"] >= n_layers), None)
+    from sauron_fair_report import at_tau_max
+
+    at_max = next((h for h in history if at_tau_max(h, n_layers)), None)
     every = next((h["epoch"] for h in history if h["taus_at_max"] >= n_layers), None)
     pruned = [h for h in history if h.get("phase") in ("warmup", "prune")]
     end = pruned[-1] if pruned else history[-1]

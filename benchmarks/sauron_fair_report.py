@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from report_format import md_table
 
-__all__ = ["render_fair"]
+__all__ = ["at_tau_max", "render_fair"]
+
+
+def at_tau_max(row: dict, n_layers: int) -> bool:
+    """Bar 2's "at tau_max" for one history row: at least half of the layers' thresholds at their maximum
+    (``bench_sauron.keeps_falling`` says why not all)."""
+    return 2 * row["taus_at_max"] >= n_layers
 
 
 def _ms(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
@@ -38,7 +44,7 @@ def _curves(fair: dict) -> list[str]:
                 e["arm"],
                 e["seed"],
                 " ".join(
-                    f"{h['epoch']}:{100 * h['flops'] / base:.1f}{'*' if 2 * h['taus_at_max'] >= n else ''}"
+                    f"{h['epoch']}:{100 * h['flops'] / base:.1f}{'*' if at_tau_max(h, n) else ''}"
                     for h in e["history"][1:]
                 ),
             ]
