@@ -22,7 +22,9 @@ to ``--json`` (default ``docs/real_anatomy.json``, rows keyed by bundle, samplin
 
     python benchmarks/bench_real_anatomy.py --patches 600 [--bundles kits_nnunet_baseline]
     python benchmarks/bench_real_anatomy.py --bundles kits_nnunet_baseline --minutes 10 30 60 [--sampling per_class]
+        [--tumour-paste 0.5]
     python benchmarks/bench_real_anatomy.py --report-only
+    python benchmarks/bench_real_anatomy.py --false-components WORK/B/training_cases/predictions CASES_DIR
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ KIDNEY = {"kits21": "kidney_and_mass_dice", "kits19": "kidney_dice"}
 TUMOUR = "tumor_dice"
 
 
-def realistic_workflow(bundle: str, work: Path, sampling: str, **overrides):
+def realistic_workflow(bundle: str, work: Path, sampling: str, tumour_paste: float = 0.0, **overrides):
     from monai_effseg.workflows import bundle_workflow
 
     literals = {"demo_dataset": "realistic", "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval")}
     overrides = {"train#random_transforms#foreground_sampling": sampling, **overrides}
+    if tumour_paste:
+        overrides["train#random_transforms#tumour_paste_prob"] = tumour_paste
     workflow = bundle_workflow(REPO / "bundles" / bundle, ["train.json", "demo.json"], "train", literals=literals,
                                **overrides)  # fmt: skip
     workflow.initialize()
@@ -160,11 +164,13 @@ class BudgetSnapshots:
             self.save(engine, self.pending.pop(0))
 
 
-def timed_stage(bundle: str, work: Path, sampling: str, marks: list[float], stage: int = 1) -> dict:
+def timed_stage(
+    bundle: str, work: Path, sampling: str, marks: list[float], stage: int = 1, tumour_paste: float = 0.0
+) -> dict:
     """Train stage ``stage`` (``train.json`` + ``demo.json``; checkpoints in ``work/models``, where a later stage
     finds the earlier ones) on the training clock, its epochs fitted to ``max(marks)`` minutes, saving the
     network's weights at each mark under ``work/stage<stage>``."""
-    workflow = realistic_workflow(bundle, work, sampling, **({"stage": stage} if stage > 1 else {}))
+    workflow = realistic_workflow(bundle, work, sampling, tumour_paste, **({"stage": stage} if stage > 1 else {}))
     parse = workflow.parser.get_parsed_content
     trainer, evaluator = parse("train#trainer"), parse("validate#evaluator")
     snapshots = BudgetSnapshots(trainer, evaluator, parse("network"), parse("lr_scheduler"), marks,
@@ -179,7 +185,9 @@ def timed_stage(bundle: str, work: Path, sampling: str, marks: list[float], stag
     return run
 
 
-def learning_curve(bundle: str, minutes: list[float], sampling: str, work: Path) -> list[dict]:
+def learning_curve(
+    bundle: str, minutes: list[float], sampling: str, work: Path, tumour_paste: float = 0.0
+) -> list[dict]:
     """One run fitted to ``max(minutes)``, its weights at each mark evaluated on the hold-out cases. A staged bundle
     (the cascade) gives each stage an equal share of the budget, trained one after the other as its demo does;
     the marks then fall in the last stage (a mark before it has no network to evaluate)."""
@@ -189,13 +197,13 @@ def learning_curve(bundle: str, minutes: list[float], sampling: str, work: Path)
     share = max(minutes) / stages
     earlier_s, wall_s = 0.0, 0.0
     for stage in range(1, stages):  # stage 1 of the cascade: its best model.pt is what the next stage trains on
-        run = timed_stage(bundle, work, sampling, [share], stage)
+        run = timed_stage(bundle, work, sampling, [share], stage, tumour_paste)
         earlier_s += run["snapshots"][-1]["train_s"]
         if not (work / "models" / "model.pt").is_file():
             raise SystemExit(f"{bundle}: stage {stage} was never validated in {share:g} min; give it more minutes")
         wall_s += run["wall_s"]
     marks = [m - share * (stages - 1) for m in minutes if m > share * (stages - 1)]
-    run = timed_stage(bundle, work, sampling, marks, stages)
+    run = timed_stage(bundle, work, sampling, marks, stages, tumour_paste)
     rows = []
     for snap in run["snapshots"]:
         budget = snap["minutes"] + share * (stages - 1)
@@ -205,7 +213,8 @@ def learning_curve(bundle: str, minutes: list[float], sampling: str, work: Path)
         rows.append({"bundle": bundle, "sampling": sampling, "schedule_min": max(minutes), "budget_min": budget,
                      "train_s": round(earlier_s + snap["train_s"], 1), "epoch": snap["epoch"],
                      "iteration": snap["iteration"], **scores, "planned_epochs": run["planned_epochs"],
-                     "run_wall_s": round(wall_s + run["wall_s"], 1), "stages": stages})  # fmt: skip
+                     "run_wall_s": round(wall_s + run["wall_s"], 1), "stages": stages,
+                     "tumour_paste": tumour_paste, "cpu": rf.cpu_model(), "patches_reach_border": True})  # fmt: skip
     # the same weights on the cases they were trained on: learnt but not carried over to unseen patients, or not learnt
     last = run["snapshots"][-1]["path"]
     rows[-1]["training_cases"] = evaluate_weights(
@@ -234,8 +243,37 @@ def per_case(out: Path, column: str) -> list[float]:
 
 
 def run_key(row: dict) -> tuple:
-    """One training run: the bundle, its patch sampling and the budget its schedule was fitted to."""
-    return row["bundle"], row["sampling"], row["schedule_min"]
+    """One training run: the bundle, its patch sampling, the budget its schedule was fitted to, its tumour
+    copy-paste probability, the CPU it ran on, and whether its patches reached the volume's border (runs before
+    that fix did not)."""
+    return (row["bundle"], row["sampling"], row["schedule_min"], row.get("tumour_paste", 0.0), row.get("cpu", ""),
+            row.get("patches_reach_border", False))  # fmt: skip
+
+
+def false_components(predictions: Path, cases: Path, min_voxels: int = 50) -> None:
+    """Per case of ``cases`` (a realistic dataset folder), the connected components of its prediction in
+    ``predictions`` (a run's ``training_cases/predictions`` or ``holdout_*/predictions``): voxels, the share labelled
+    kidney (the rest tumour) and the share inside the reference's kidney or tumour; a component with share 0 is a
+    false one."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    false_cases = 0
+    for file in sorted(predictions.glob("*.nii.gz")):
+        case = file.name[: -len(".nii.gz")]
+        pred = np.asarray(nib.load(str(file)).dataobj).astype(np.int64)
+        ref = np.asarray(nib.load(str(cases / case / "segmentation.nii.gz")).dataobj)
+        components, n = ndimage.label(pred > 0, np.ones((3,) * pred.ndim))
+        parts = []
+        for index in range(1, n + 1):
+            mask = components == index
+            if mask.sum() >= min_voxels:
+                parts.append((int(mask.sum()), float((pred[mask] == 1).mean()), float((ref[mask] > 0).mean())))
+        false_cases += any(inside == 0 for *_, inside in parts)
+        print(f"{case}: " + ", ".join(f"{v} voxels ({k:.0%} kidney, {i:.0%} in the reference)" for v, k, i in parts))
+    print(
+        f"{false_cases} of {len(list(predictions.glob('*.nii.gz')))} cases have a component wholly outside the reference"
+    )
 
 
 def merge_results(rows: list[dict], path: Path, threads: int) -> dict:
@@ -259,7 +297,9 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for run in sorted({run_key(r) for r in results["rows"]}):
         rows = [r for r in results["rows"] if run_key(r) == run]
-        label = f"{run[0]} ({run[1].replace('_', ' ')}, schedule {run[2]:g} min)"
+        label = f"{run[0]} ({run[1].replace('_', ' ')}, schedule {run[2]:g} min" + (
+            f", tumour paste {run[3]:g})" if run[3] else ")"
+        )
         for ax, key in zip(axes, ("kidney_dice", "tumour_dice")):
             ax.plot([r["budget_min"] for r in rows], [r[key] for r in rows], marker="o", label=label)
     for ax, title, bar in zip(axes, ("hold-out kidney Dice", "hold-out tumour Dice"), (0.90, 0.50)):
@@ -309,13 +349,29 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="+", default=["kits_nnunet_baseline"])
     parser.add_argument("--minutes", nargs="+", type=float, default=[10.0, 30.0, 60.0])
     parser.add_argument("--sampling", choices=("per_class", "per_voxel"), default="per_class")
+    parser.add_argument(
+        "--tumour-paste",
+        type=float,
+        default=0.0,
+        help="TumorCP: probability of pasting another case's tumour into each training case",
+    )
     parser.add_argument("--patches", type=int, default=0, help="draw this many patches per sampling and stop")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the runs (weights, predictions) here")
     parser.add_argument("--report-only", action="store_true", help="re-render the figure and the docs' blocks")
+    parser.add_argument(
+        "--false-components",
+        nargs=2,
+        type=Path,
+        metavar=("PREDICTIONS", "CASES"),
+        help="list each prediction's connected components against the reference and stop",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.false_components:
+        false_components(*args.false_components)
+        return
     if args.report_only:
         report(json.loads(args.json.read_text(encoding="utf-8")))
         return
@@ -327,7 +383,7 @@ def main() -> None:
             return
         rows = []
         for bundle in args.bundles:
-            rows += learning_curve(bundle, args.minutes, args.sampling, Path(tmp) / bundle)
+            rows += learning_curve(bundle, args.minutes, args.sampling, Path(tmp) / bundle, args.tumour_paste)
     print_table(rows)
     results = merge_results(rows, args.json, args.threads)
     if args.json.resolve() == RESULTS.resolve():

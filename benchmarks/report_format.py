@@ -356,6 +356,14 @@ def accuracy_sentence(acc: dict) -> str:
     )
 
 
+def short_cpu(model: str) -> str:
+    """``Intel(R) Xeon(R) Processor`` -> ``Xeon``, ``AMD EPYC 9xx5`` -> ``EPYC``: the family, for a table column."""
+    for family in ("EPYC", "Xeon", "Ryzen", "Core"):
+        if family in model:
+            return family
+    return model or "-"
+
+
 def render_real_anatomy(results: dict, bundle: str, source: str) -> str:
     """Markdown of ``benchmarks/bench_real_anatomy.py``'s learning-curve rows in ``source`` for ``bundle`` (``all``:
     every bundle measured)."""
@@ -378,11 +386,21 @@ def render_real_anatomy(results: dict, bundle: str, source: str) -> str:
         lines[0] += (" A staged bundle (the cascade) trains its stages one after the other, each for an equal share "
                      "of the schedule, as its demo does: its budgets count every stage, its epochs are the last "
                      "stage's, and a budget inside the first stage has no network to evaluate.")  # fmt: skip
-    table = [[r["bundle"], r["sampling"].replace("_", " "), f"{r['schedule_min']:g}", f"{r['budget_min']:g}",
-              f"{r['train_s'] / 60:.1f}", str(r["epoch"]) + (f" (stage {r['stages']})" if r.get("stages", 1) > 1 else ""),
-              fnum(r["kidney_dice"]), fnum(r["tumour_dice"]), r["measured_at"][:10]] for r in rows]  # fmt: skip
-    lines += [md_table(["bundle", "patch sampling", "schedule (min)", "budget (min)", "trained (min)", "epochs",
-                        "kidney Dice", "tumour Dice", "measured"], table), ""]  # fmt: skip
+    if any(r.get("tumour_paste") for r in rows):
+        lines[0] += (" `tumour paste`: the probability of pasting another training case's tumour into each training "
+                     "case (TumorCP, `--tumour-paste`; `tumour_paste_prob` of the bundle's augmentation).")  # fmt: skip
+    if not all(r.get("patches_reach_border") for r in rows):
+        lines[0] += (" `border`: whether the training patches reached the volume's border (`no`: runs before the "
+                     "crop fix, whose enlarged crop stayed inside the volume, so a band of half its margin along every "
+                     "border was never at a patch's centre).")  # fmt: skip
+    table = [[r["bundle"], r["sampling"].replace("_", " "), "yes" if r.get("patches_reach_border") else "no",
+              f"{r['tumour_paste']:g}" if r.get("tumour_paste") else "-", f"{r['schedule_min']:g}",
+              f"{r['budget_min']:g}", f"{r['train_s'] / 60:.1f}",
+              str(r["epoch"]) + (f" (stage {r['stages']})" if r.get("stages", 1) > 1 else ""),
+              fnum(r["kidney_dice"]), fnum(r["tumour_dice"]), short_cpu(r.get("cpu", "")), r["measured_at"][:10]]
+             for r in rows]  # fmt: skip
+    lines += [md_table(["bundle", "patch sampling", "border", "tumour paste", "schedule (min)", "budget (min)", "trained (min)",
+                        "epochs", "kidney Dice", "tumour Dice", "CPU (2 cores)", "measured"], table), ""]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -83,3 +83,57 @@ def test_bundle_augmentations_sample_per_class_by_default_and_keep_the_patch_siz
     assert not any(isinstance(t, ForegroundOversampledCropd) for t in old)
     with pytest.raises(ValueError, match="per_class"):
         build(list(PATCH), foreground_sampling="uniform")
+
+
+def _final_patch_extent(transforms, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest and largest volume index along each axis that any final patch held (the image encodes each
+    voxel's position + 1; padding is 0)."""
+    pipeline = Compose(transforms)
+    pipeline.set_random_state(0)
+    case = _case()
+    case["image"] = case["image"] + 1
+    lo, hi = np.array(SHAPE), np.zeros(3, int)
+    for _ in range(n):
+        out = pipeline(case)
+        out = out[0] if isinstance(out, list) else out
+        values = out["image"][0].numpy().astype(np.int64)
+        index = np.array(np.unravel_index(values[values > 0] - 1, SHAPE))
+        lo, hi = np.minimum(lo, index.min(axis=1)), np.maximum(hi, index.max(axis=1))
+    return lo, hi
+
+
+@pytest.mark.parametrize("sampling", ["per_class", "per_voxel"])
+@pytest.mark.parametrize("build", [nnunet_augmentation, residual_unet_augmentation])
+def test_final_patches_reach_every_border_of_the_volume_as_in_nnunet(build, sampling):
+    """The enlarged crop may run past the border (nnU-Net's need_to_pad), so the final patch, cut from its centre,
+    reaches the first and last voxel of every axis; confined to the volume, it never got within (crop - patch) / 2."""
+    patch = (16, 16, 8)
+    off = {"spatial_prob": 0.0, "gamma_prob": 0.0, "mirror_prob": 0.0}
+    if build is nnunet_augmentation:
+        off.update(elastic_prob=0.0, noise_prob=0.0, blur_prob=0.0, brightness_prob=0.0, contrast_prob=0.0)
+    transforms = build(patch, foreground_sampling=sampling, **off)
+    lo, hi = _final_patch_extent(transforms)
+    np.testing.assert_array_equal(lo, [0, 0, 0])
+    np.testing.assert_array_equal(hi, np.array(SHAPE) - 1)
+
+
+def test_a_crop_past_the_border_keeps_image_and_label_together_and_pads_with_zeros():
+    crop = ForegroundOversampledCropd(["image", "label"], "label", (40, 40, 20), 0.0, final_size=PATCH)
+    crop.set_random_state(1)
+    case = _case()
+    case["image"] = case["image"] + 1
+    full_label = case["label"][0].numpy()
+    padded = 0
+    for _ in range(30):
+        out = crop(case)
+        assert out["image"].shape == out["label"].shape == (1, 40, 40, 20)
+        values = out["image"][0].numpy().astype(np.int64)
+        inside = values > 0
+        padded += int((~inside).sum())
+        np.testing.assert_array_equal(out["label"][0].numpy()[~inside], 0)
+        index = np.unravel_index(values[inside] - 1, SHAPE)
+        np.testing.assert_array_equal(full_label[index], out["label"][0].numpy()[inside])
+        # the final patch at the crop's centre always lies inside the volume
+        centre = tuple(slice((c - p) // 2, (c - p) // 2 + p) for c, p in zip((40, 40, 20), PATCH))
+        assert inside[centre].all()
+    assert padded > 0

@@ -62,3 +62,6 @@ __all__ += [
 from monai_effseg.transforms.spatial import AxisAlignedSplineResample, SafeSpacingd  # noqa: E402
 
 __all__ += ["AxisAlignedSplineResample", "SafeSpacingd"]
+from monai_effseg.transforms.tumour_paste import TumourCopyPasted  # noqa: E402
+
+__all__ += ["TumourCopyPasted"]

@@ -5,7 +5,8 @@ elastic deformation (v1 default), Gaussian noise p=0.1, Gaussian blur p=0.2, bri
 gamma p=0.3, mirroring on every axis p=0.5; patches with 1/3 foreground oversampling, class-aware as nnU-Net's.
 
 Like nnU-Net, a patch larger than the target is cropped first and the spatial transform samples the final patch
-from its centre, so rotated patches do not fill their corners with padding.
+from its centre, so rotated patches do not fill their corners with padding; the larger crop may run past the volume's
+border (padded), so the final patch reaches every voxel (:mod:`monai_effseg.transforms.crop`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from monai import transforms as mt
 
 from monai_effseg.transforms.crop import foreground_crop
+from monai_effseg.transforms.tumour_paste import TumourCopyPasted
 
 
 def enlarged_patch(patch_size: Sequence[int], rotate_degrees: float, max_zoom_out: float) -> list[int]:
@@ -23,6 +25,11 @@ def enlarged_patch(patch_size: Sequence[int], rotate_degrees: float, max_zoom_ou
     angle = math.radians(min(abs(rotate_degrees), 45.0))
     grow = (math.cos(angle) + math.sin(angle)) * max(1.0, max_zoom_out)
     return [int(math.ceil(p * grow)) for p in patch_size]
+
+
+def tumour_paste(image_key: str, label_key: str, prob: float) -> list[mt.Transform]:
+    """The copy-paste step that leads a training pipeline when ``prob`` > 0 (none otherwise)."""
+    return [TumourCopyPasted(image_key, label_key, prob=prob)] if prob > 0 else []
 
 
 def nnunet_augmentation(
@@ -42,6 +49,7 @@ def nnunet_augmentation(
     gamma_prob: float = 0.3,
     mirror_axes: Sequence[int] = (0, 1, 2),
     mirror_prob: float = 0.5,
+    tumour_paste_prob: float = 0.0,
 ) -> list[mt.Transform]:
     """The random part of the training pipeline (after the cached deterministic preprocessing).
 
@@ -57,15 +65,18 @@ def nnunet_augmentation(
         spatial_prob: probability of the rotation+scaling step.
         elastic_prob: probability of an elastic deformation (3D only; 0 disables, as in nnU-Net v2).
         mirror_axes: spatial axes flipped independently with ``mirror_prob``.
+        tumour_paste_prob: probability of pasting another case's tumour into the organ before the crop
+            (:class:`~monai_effseg.transforms.TumourCopyPasted`, TumorCP; not part of nnU-Net, off by default).
     """
     image, label = keys[0], keys[1]
     dims = len(patch_size)
     rotate = math.radians(rotate_degrees)
     zoom_out = 1.0 / scale_range[0]
     crop = enlarged_patch(patch_size, rotate_degrees, zoom_out)
-    xforms: list[mt.Transform] = [
+    xforms: list[mt.Transform] = tumour_paste(image, label, tumour_paste_prob)
+    xforms += [
         mt.SpatialPadd(keys, spatial_size=crop),
-        foreground_crop(keys, label, crop, foreground_fraction, foreground_sampling),
+        foreground_crop(keys, label, crop, foreground_fraction, foreground_sampling, final_size=patch_size),
         mt.RandAffined(
             keys,
             spatial_size=list(patch_size),

@@ -24,7 +24,7 @@ from monai.data.utils import affine_to_spacing
 from monai.transforms import BorderPad, MapTransform, Randomizable, SpatialCrop
 
 from monai_effseg.boxes import foreground_bbox
-from monai_effseg.transforms.augment import enlarged_patch
+from monai_effseg.transforms.augment import enlarged_patch, tumour_paste
 from monai_effseg.transforms.crop import foreground_crop
 from monai_effseg.utils import as_numpy
 
@@ -201,21 +201,25 @@ def residual_unet_augmentation(
     gamma_prob: float = 0.3,
     mirror_axes: Sequence[int] = (0, 1, 2),
     mirror_prob: float = 0.5,
+    tumour_paste_prob: float = 0.0,
 ) -> list[mt.Transform]:
     """Hao's augmentation (section 4.3: "rotation, scaling, gamma correction, and mirroring") with nnU-Net's
     ranges and probabilities, which the thesis does not give.
 
     Patches are sampled as nnU-Net's (``foreground_sampling``: see :func:`~monai_effseg.transforms.nnunet_augmentation`).
     ``prior_key`` (the cascade's stage-1 segmentation) is cropped, rotated (nearest) and mirrored with the label and
-    finally appended to the image as a second channel, exactly as the inferer stacks it.
+    finally appended to the image as a second channel, exactly as the inferer stacks it. ``tumour_paste_prob``: as
+    :func:`~monai_effseg.transforms.nnunet_augmentation`'s (the prior is left as it was: a stage-1 prediction does not
+    know of the pasted tumour either).
     """
     dims = len(patch_size)
     labels = [label_key] + ([prior_key] if prior_key else [])
     keys = [image_key, *labels]
     crop = augmentation_crop_size(patch_size, rotate_degrees, scale_range)
-    xforms: list[mt.Transform] = [
+    xforms: list[mt.Transform] = tumour_paste(image_key, label_key, tumour_paste_prob)
+    xforms += [
         mt.SpatialPadd(keys, spatial_size=crop),
-        foreground_crop(keys, label_key, crop, foreground_fraction, foreground_sampling),
+        foreground_crop(keys, label_key, crop, foreground_fraction, foreground_sampling, final_size=patch_size),
         mt.RandAffined(
             keys,
             spatial_size=list(patch_size),
