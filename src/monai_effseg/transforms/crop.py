@@ -13,7 +13,7 @@ nnU-Net lets that larger crop run past the volume's border by half the differenc
 loader), padding the outside, so that the *final* patch reaches every voxel of the volume. Confining the larger crop
 to the volume instead, as MONAI's croppers do, means a band of half that difference along every border is never
 at a patch's centre and rarely in a patch at all: at the realistic demo's size (64 x 64 x 32 patch, 125 x 125 x 63
-crop, 139 voxels front to back) the first and last 30 voxels (75 mm: the anterior abdominal wall) were never trained
+crop, 139 voxels front to back) the first and last 30 voxels (75 mm: the anterior abdominal wall) were almost never trained
 on, and a network trained that way labelled the wall as tumour. ``final_size`` gives nnU-Net's bounds.
 """
 
