@@ -258,22 +258,20 @@ def false_components(predictions: Path, cases: Path, min_voxels: int = 50) -> No
     import nibabel as nib
     from scipy import ndimage
 
+    files = sorted(predictions.glob("*.nii.gz"))
     false_cases = 0
-    for file in sorted(predictions.glob("*.nii.gz")):
+    for file in files:
         case = file.name[: -len(".nii.gz")]
         pred = np.asarray(nib.load(str(file)).dataobj).astype(np.int64)
         ref = np.asarray(nib.load(str(cases / case / "segmentation.nii.gz")).dataobj)
         components, n = ndimage.label(pred > 0, np.ones((3,) * pred.ndim))
-        parts = []
-        for index in range(1, n + 1):
-            mask = components == index
-            if mask.sum() >= min_voxels:
-                parts.append((int(mask.sum()), float((pred[mask] == 1).mean()), float((ref[mask] > 0).mean())))
+        sizes = np.bincount(components.ravel(), minlength=n + 1)
+        parts = [(int(sizes[index]), float((pred[mask] == 1).mean()), float((ref[mask] > 0).mean()))
+                 for index in range(1, n + 1) if sizes[index] >= min_voxels
+                 for mask in [components == index]]  # fmt: skip
         false_cases += any(inside == 0 for *_, inside in parts)
         print(f"{case}: " + ", ".join(f"{v} voxels ({k:.0%} kidney, {i:.0%} in the reference)" for v, k, i in parts))
-    print(
-        f"{false_cases} of {len(list(predictions.glob('*.nii.gz')))} cases have a component wholly outside the reference"
-    )
+    print(f"{false_cases} of {len(files)} cases have a component wholly outside the reference")
 
 
 def merge_results(rows: list[dict], path: Path, threads: int) -> dict:
