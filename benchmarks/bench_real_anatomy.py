@@ -22,7 +22,7 @@ to ``--json`` (default ``docs/real_anatomy.json``, rows keyed by bundle, samplin
 
     python benchmarks/bench_real_anatomy.py --patches 600 [--bundles kits_nnunet_baseline]
     python benchmarks/bench_real_anatomy.py --bundles kits_nnunet_baseline --minutes 10 30 60 [--sampling per_class]
-        [--tumour-paste 0.5]
+        [--tumour-paste 0.5] [--amp on|off] [--cases 60]
     python benchmarks/bench_real_anatomy.py --report-only
     python benchmarks/bench_real_anatomy.py --false-components WORK/B/training_cases/predictions CASES_DIR
 """
@@ -53,13 +53,20 @@ KIDNEY = {"kits21": "kidney_and_mass_dice", "kits19": "kidney_dice"}
 TUMOUR = "tumor_dice"
 
 
-def realistic_workflow(bundle: str, work: Path, sampling: str, tumour_paste: float = 0.0, **overrides):
+def realistic_workflow(
+    bundle: str, work: Path, sampling: str, tumour_paste: float = 0.0, amp: str = "bundle", cases: int = 0,
+    **overrides,
+):  # fmt: skip
     from monai_effseg.workflows import bundle_workflow
 
     literals = {"demo_dataset": "realistic", "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval")}
     overrides = {"train#random_transforms#foreground_sampling": sampling, **overrides}
     if tumour_paste:
         overrides["train#random_transforms#tumour_paste_prob"] = tumour_paste
+    if amp != "bundle":
+        literals["amp"] = amp == "on"
+    if cases:
+        literals["demo_cases"] = cases
     workflow = bundle_workflow(REPO / "bundles" / bundle, ["train.json", "demo.json"], "train", literals=literals,
                                **overrides)  # fmt: skip
     workflow.initialize()
@@ -165,12 +172,14 @@ class BudgetSnapshots:
 
 
 def timed_stage(
-    bundle: str, work: Path, sampling: str, marks: list[float], stage: int = 1, tumour_paste: float = 0.0
-) -> dict:
+    bundle: str, work: Path, sampling: str, marks: list[float], stage: int = 1, tumour_paste: float = 0.0,
+    amp: str = "bundle", cases: int = 0,
+) -> dict:  # fmt: skip
     """Train stage ``stage`` (``train.json`` + ``demo.json``; checkpoints in ``work/models``, where a later stage
     finds the earlier ones) on the training clock, its epochs fitted to ``max(marks)`` minutes, saving the
     network's weights at each mark under ``work/stage<stage>``."""
-    workflow = realistic_workflow(bundle, work, sampling, tumour_paste, **({"stage": stage} if stage > 1 else {}))
+    workflow = realistic_workflow(bundle, work, sampling, tumour_paste, amp, cases,
+                                  **({"stage": stage} if stage > 1 else {}))  # fmt: skip
     parse = workflow.parser.get_parsed_content
     trainer, evaluator = parse("train#trainer"), parse("validate#evaluator")
     snapshots = BudgetSnapshots(trainer, evaluator, parse("network"), parse("lr_scheduler"), marks,
@@ -180,14 +189,17 @@ def timed_stage(
     run = {"snapshots": snapshots.snapshots, "validations": snapshots.validations,
            "planned_epochs": int(trainer.state.max_epochs), "wall_s": time.perf_counter() - start,
            "setup": {"inference": dict(parse("demo_inference_overrides")), "protocol": parse("eval_protocol")},
-           "holdout_dir": parse("holdout_dir"), "training_dir": parse("dataset_dir")}  # fmt: skip
+           "holdout_dir": parse("holdout_dir"), "training_dir": parse("dataset_dir"),
+           "autocast": str(trainer.autocast_dtype).removeprefix("torch.") if trainer.autocast_dtype else "-",
+           "demo_cases": int(parse("demo_cases"))}  # fmt: skip
     workflow.finalize()
     return run
 
 
 def learning_curve(
-    bundle: str, minutes: list[float], sampling: str, work: Path, tumour_paste: float = 0.0
-) -> list[dict]:
+    bundle: str, minutes: list[float], sampling: str, work: Path, tumour_paste: float = 0.0, amp: str = "bundle",
+    cases: int = 0,
+) -> list[dict]:  # fmt: skip
     """One run fitted to ``max(minutes)``, its weights at each mark evaluated on the hold-out cases. A staged bundle
     (the cascade) gives each stage an equal share of the budget, trained one after the other as its demo does;
     the marks then fall in the last stage (a mark before it has no network to evaluate)."""
@@ -197,13 +209,13 @@ def learning_curve(
     share = max(minutes) / stages
     earlier_s, wall_s = 0.0, 0.0
     for stage in range(1, stages):  # stage 1 of the cascade: its best model.pt is what the next stage trains on
-        run = timed_stage(bundle, work, sampling, [share], stage, tumour_paste)
+        run = timed_stage(bundle, work, sampling, [share], stage, tumour_paste, amp, cases)
         earlier_s += run["snapshots"][-1]["train_s"]
         if not (work / "models" / "model.pt").is_file():
             raise SystemExit(f"{bundle}: stage {stage} was never validated in {share:g} min; give it more minutes")
         wall_s += run["wall_s"]
     marks = [m - share * (stages - 1) for m in minutes if m > share * (stages - 1)]
-    run = timed_stage(bundle, work, sampling, marks, stages, tumour_paste)
+    run = timed_stage(bundle, work, sampling, marks, stages, tumour_paste, amp, cases)
     rows = []
     for snap in run["snapshots"]:
         budget = snap["minutes"] + share * (stages - 1)
@@ -214,7 +226,8 @@ def learning_curve(
                      "train_s": round(earlier_s + snap["train_s"], 1), "epoch": snap["epoch"],
                      "iteration": snap["iteration"], **scores, "planned_epochs": run["planned_epochs"],
                      "run_wall_s": round(wall_s + run["wall_s"], 1), "stages": stages,
-                     "tumour_paste": tumour_paste, "cpu": rf.cpu_model(), "patches_reach_border": True})  # fmt: skip
+                     "tumour_paste": tumour_paste, "cpu": rf.cpu_model(), "patches_reach_border": True,
+                     "autocast": run["autocast"], "demo_cases": run["demo_cases"]})  # fmt: skip
     # the same weights on the cases they were trained on: learnt but not carried over to unseen patients, or not learnt
     last = run["snapshots"][-1]["path"]
     rows[-1]["training_cases"] = evaluate_weights(
@@ -244,10 +257,10 @@ def per_case(out: Path, column: str) -> list[float]:
 
 def run_key(row: dict) -> tuple:
     """One training run: the bundle, its patch sampling, the budget its schedule was fitted to, its tumour
-    copy-paste probability, the CPU it ran on, and whether its patches reached the volume's border (runs before
-    that fix did not)."""
+    copy-paste probability, the CPU it ran on, whether its patches reached the volume's border (runs before that fix
+    did not), the dtype its network's forward was autocast to (``-``: float32) and its number of training cases."""
     return (row["bundle"], row["sampling"], row["schedule_min"], row.get("tumour_paste", 0.0), row.get("cpu", ""),
-            row.get("patches_reach_border", False))  # fmt: skip
+            row.get("patches_reach_border", False), row.get("autocast", "-"), row.get("demo_cases", 20))  # fmt: skip
 
 
 def false_components(predictions: Path, cases: Path, min_voxels: int = 50) -> None:
@@ -295,9 +308,9 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for run in sorted({run_key(r) for r in results["rows"]}):
         rows = [r for r in results["rows"] if run_key(r) == run]
-        label = f"{run[0]} ({run[1].replace('_', ' ')}, schedule {run[2]:g} min" + (
-            f", tumour paste {run[3]:g})" if run[3] else ")"
-        )
+        label = (f"{run[0]} ({run[1].replace('_', ' ')}, schedule {run[2]:g} min"
+                 + (f", tumour paste {run[3]:g}" if run[3] else "") + (", bf16" if run[6] == "bfloat16" else "")
+                 + (f", {run[7]} cases" if run[7] != 20 else "") + ")")  # fmt: skip
         for ax, key in zip(axes, ("kidney_dice", "tumour_dice")):
             ax.plot([r["budget_min"] for r in rows], [r[key] for r in rows], marker="o", label=label)
     for ax, title, bar in zip(axes, ("hold-out kidney Dice", "hold-out tumour Dice"), (0.90, 0.50)):
@@ -353,6 +366,15 @@ def main() -> None:
         default=0.0,
         help="TumorCP: probability of pasting another case's tumour into each training case",
     )
+    parser.add_argument(
+        "--amp",
+        choices=("bundle", "on", "off"),
+        default="bundle",
+        help="train with autocast (bf16 on the CPU) or not; default: the bundle's own choice for this machine",
+    )
+    parser.add_argument(
+        "--cases", type=int, default=0, help="realistic training cases (demo_cases); default: the demo's own"
+    )
     parser.add_argument("--patches", type=int, default=0, help="draw this many patches per sampling and stop")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=RESULTS)
@@ -381,7 +403,8 @@ def main() -> None:
             return
         rows = []
         for bundle in args.bundles:
-            rows += learning_curve(bundle, args.minutes, args.sampling, Path(tmp) / bundle, args.tumour_paste)
+            rows += learning_curve(bundle, args.minutes, args.sampling, Path(tmp) / bundle, args.tumour_paste, args.amp,
+                                   args.cases)  # fmt: skip
     print_table(rows)
     results = merge_results(rows, args.json, args.threads)
     if args.json.resolve() == RESULTS.resolve():

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from bundle_utils import BUNDLE_IDS, BUNDLES, REPO, configs, synthetic_kind
+from ignite.engine import Events
 from monai import transforms as mt
 from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader, ThreadDataLoader
@@ -24,8 +25,17 @@ from monai.inferers import SlidingWindowInfererAdapt
 from monai.losses import DiceCELoss
 
 from monai_effseg.data import augment_on_device, cached_dataset, dataloader, default_num_workers, transform_hash
+from monai_effseg.deploy import native_bf16
 from monai_effseg.inferers import SliceStackInferer, SlidingWindowMirrorInferer
-from monai_effseg.training import AmpSupervisedTrainer, amp_dtype, amp_kwargs, autocast, grad_scaler
+from monai_effseg.training import (
+    AmpSupervisedTrainer,
+    amp_dtype,
+    amp_kwargs,
+    autocast,
+    default_amp,
+    evaluator_amp,
+    grad_scaler,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -36,6 +46,9 @@ leave room for other CPUs' kernels."""
 GRAD_COSINE = 0.99
 
 BASELINE = REPO / "bundles" / "kits_nnunet_baseline"
+CPU_BF16_TRAINING = {"kits_nnunet_baseline"}
+"""The bundles that train in bf16 on CPUs with native bf16 by default: measured faster (benchmarks/bench_cpu_amp.py) and
+as accurate per minute (benchmarks/bench_real_anatomy.py --amp on/off)."""
 
 
 def _baseline_net_and_loss(features=(8, 16, 32)):
@@ -105,7 +118,7 @@ def test_grad_scaler_only_for_fp16(monkeypatch):
     assert not grad_scaler(torch.float16, "cpu").is_enabled()
 
 
-def _tiny_trainer(dtype):
+def _tiny_trainer(dtype, amp: bool = True):
     net = torch.nn.Conv3d(1, 2, 3, padding=1)
     data = [{"image": torch.randn(1, 8, 8, 8), "label": torch.randint(0, 2, (1, 8, 8, 8)).float()} for _ in range(2)]
     dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -116,7 +129,7 @@ def _tiny_trainer(dtype):
         network=net,
         optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
         loss_function=dice_ce,
-        amp=True,
+        amp=amp,
         amp_kwargs={"dtype": dtype},
     ), net
 
@@ -130,13 +143,54 @@ def test_trainer_keeps_the_scaler_only_for_fp16(monkeypatch, dtype):
     assert trainer.scaler.is_enabled() == (dtype == torch.float16)
 
 
-def test_amp_trainer_trains_on_cpu():
+def test_amp_trainer_autocasts_on_cpu():
+    """MONAI's iteration autocasts "cuda" only (a no-op here): with amp on, the trainer runs the network's forward in
+    bf16 on the CPU itself, and the loss, the gradients and the weights stay float32."""
     trainer, net = _tiny_trainer(torch.bfloat16)
+    assert trainer.autocast_dtype == torch.bfloat16 and not trainer.amp  # MONAI's own amp path is off
+    forward_dtypes = []
+    net.register_forward_hook(lambda module, args, out: forward_dtypes.append(out.dtype))
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output[0]["loss"]))
     before = net.weight.detach().clone()
-    # CUDA autocast is a no-op on the CPU: amp=True must still train (and not scale the loss)
     trainer.run()
-    assert trainer.scaler is not None and not trainer.scaler.is_enabled()
-    assert not torch.equal(before, net.weight)
+    assert forward_dtypes == [torch.bfloat16]
+    assert trainer.state.output[0]["pred"].dtype == torch.float32  # what the loss saw
+    assert net.weight.dtype == torch.float32 and not torch.equal(before, net.weight)
+    assert trainer.scaler is None and len(losses) == 1
+
+
+def test_trainer_without_amp_runs_float32():
+    trainer, net = _tiny_trainer(torch.bfloat16, amp=False)
+    forward_dtypes = []
+    net.register_forward_hook(lambda module, args, out: forward_dtypes.append(out.dtype))
+    trainer.run()
+    assert trainer.autocast_dtype is None and forward_dtypes == [torch.float32]
+
+
+def test_default_amp(monkeypatch):
+    import monai_effseg.deploy.optimize as optimize
+
+    monkeypatch.setattr(optimize, "native_bf16", lambda: None)
+    assert not default_amp("cpu")  # emulated bf16 is slower than float32
+    monkeypatch.setattr(optimize, "native_bf16", lambda: "AVX-512 BF16")
+    assert default_amp("cpu") and not default_amp("cpu", cpu_bf16=False)
+    assert default_amp("cuda") and default_amp("cuda", cpu_bf16=False)
+    assert evaluator_amp(True, "cuda") and not evaluator_amp(True, "cpu") and not evaluator_amp(False, "cuda")
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=BUNDLE_IDS)
+def test_cpu_bf16_training_default_follows_the_cpu(bundle, monkeypatch):
+    """Where a bundle opts in (``bf16_training_where_native``), its training autocasts to bf16 on a CPU with native bf16
+    and stays float32 on one without; the other bundles train float32 on any CPU."""
+    import monai_effseg.deploy.optimize as optimize
+
+    for native, expected in ((None, False), ("AMX", bundle.name in CPU_BF16_TRAINING)):
+        monkeypatch.setattr(optimize, "native_bf16", lambda native=native: native)
+        parser = ConfigParser()
+        parser.read_config(configs(bundle, "train.json"))
+        parser.update({"bundle_root": str(bundle), "device": "$torch.device('cpu')"})
+        assert parser.get_parsed_content("amp") is expected, native
 
 
 def test_inferers_autocast_to_float32_outputs():
@@ -176,13 +230,18 @@ def test_train_config_resolves_amp_cache_and_loaders(bundle, tiny_synthetic, tmp
     parser.update({"bundle_root": str(bundle), "dataset_dir": str(tiny_synthetic(synthetic_kind(bundle))),
                    "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")})  # fmt: skip
     device = parser.get_parsed_content("device")
-    assert parser.get_parsed_content("amp") == torch.cuda.is_available()
+    bf16_on_cpu = bundle.name in CPU_BF16_TRAINING
+    assert parser.get_parsed_content("bf16_training_where_native") is bf16_on_cpu
+    assert parser.get_parsed_content("amp") == (torch.cuda.is_available() or (bf16_on_cpu and bool(native_bf16())))
     assert parser.get_parsed_content("amp_kwargs") == {"dtype": amp_dtype(device)}
     default = parser["amp"]
     for typed, expected in ((False, False), ("false", False), ("True", True)):  # as fire hands --amp over
         parser["amp"] = typed
+        assert parser.get_parsed_content("train#trainer#amp", lazy=False) is expected, typed
+        # MONAI's evaluator autocasts "cuda" only; the inferer autocasts on any device
+        assert parser.get_parsed_content("validate#evaluator#amp", lazy=False) is (expected and device.type == "cuda")
+        assert parser.get_parsed_content("validate#inferer#amp", lazy=False) is expected, typed
         for engine in ("train#trainer", "validate#evaluator"):
-            assert parser.get_parsed_content(f"{engine}#amp", lazy=False) is expected, (engine, typed)
             assert parser[f"{engine}#amp_kwargs"] == "@amp_kwargs", engine
     parser["amp"] = default
     assert parser["train#trainer#_target_"] == "monai_effseg.training.AmpSupervisedTrainer"

@@ -18,13 +18,15 @@ from monai_effseg.training.amp import (
     amp_dtype,
     amp_kwargs,
     autocast,
+    default_amp,
+    evaluator_amp,
     grad_scaler,
     to_float,
 )
 from monai_effseg.training.distributed import init_process_group, release_process_groups
 
 __all__ = ["TRAIN_ONLY", "train_stage", "stage_dir", "lr_step_transform", "AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype",
-           "amp_kwargs", "autocast", "grad_scaler", "to_float", "init_process_group",
+           "amp_kwargs", "autocast", "default_amp", "evaluator_amp", "grad_scaler", "to_float", "init_process_group",
            "release_process_groups"]  # fmt: skip
 
 TRAIN_ONLY = ["$@train#trainer.run()"]

@@ -3,12 +3,15 @@
 - :func:`amp_dtype`: bfloat16 on the CPU and on GPUs that support it natively (Ampere and newer), float16 otherwise.
 - :func:`amp_kwargs`: ``{"dtype": ...}`` for MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` ``amp_kwargs``.
 - :func:`autocast`: ``torch.autocast`` for a device (CUDA or CPU), what the inferers wrap each network call in.
+- :func:`default_amp`: whether a bundle trains with autocast on ``device`` by default: on CUDA, and on CPUs with native
+  bf16 dot products (AMX, AVX-512 BF16) for the bundles measured to gain from it.
 - :class:`AmpSupervisedTrainer`: MONAI's ``SupervisedTrainer`` that keeps the ``GradScaler`` only for float16
   (bfloat16 has float32's exponent range: loss scaling is useless there, and an ever-growing scale eventually
-  overflows and skips steps).
+  overflows and skips steps), and that autocasts on the CPU too.
 
-MONAI's engines hard-code ``torch.autocast("cuda")``: on the CPU their ``amp`` is a no-op (the bundles default ``amp``
-to ``torch.cuda.is_available()``). :func:`autocast` is what runs bf16 on the CPU (tests, inferers).
+MONAI's engines hard-code ``torch.autocast("cuda")``: on the CPU their ``amp`` is a no-op. The trainer here runs the
+network call under CPU autocast instead; the inferers (validation, inference) wrap their network calls in
+:func:`autocast` themselves.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import Any, Optional, Union
 import torch
 from monai.engines import SupervisedTrainer
 
-__all__ = ["AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype", "amp_kwargs", "autocast", "grad_scaler",
-           "to_float"]  # fmt: skip
+__all__ = ["AmpSupervisedTrainer", "AutocastPredictor", "amp_dtype", "amp_kwargs", "autocast", "default_amp",
+           "evaluator_amp", "grad_scaler", "to_float"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,25 @@ def amp_dtype(device: DeviceLike = None) -> torch.dtype:
     if dev.type == "cuda":
         return torch.bfloat16 if _cuda_bf16_supported() else torch.float16
     return torch.bfloat16
+
+
+def default_amp(device: DeviceLike = None, cpu_bf16: bool = True) -> bool:
+    """Train with autocast by default: on CUDA; on the CPU when ``cpu_bf16`` (a bundle's
+    ``bf16_training_where_native``, set where its speed and accuracy were measured) and the CPU has native bf16 dot
+    products (:func:`monai_effseg.deploy.native_bf16`). Without them bf16 is emulated in float32 and slower than
+    float32. ``python benchmarks/bench_cpu_amp.py`` measures each bundle's training step both ways."""
+    if _device(device).type == "cuda":
+        return True
+    from monai_effseg.deploy.optimize import native_bf16
+
+    return bool(cpu_bf16) and native_bf16() is not None
+
+
+def evaluator_amp(amp: bool, device: DeviceLike = None) -> bool:
+    """``amp`` for MONAI's ``SupervisedEvaluator``: ``amp`` on CUDA, false elsewhere. The evaluator only wraps its
+    inferer in ``torch.autocast("cuda")``, which off CUDA does nothing but warn "Disabling autocast"; the package's
+    inferers autocast their network calls on any device themselves."""
+    return bool(amp) and _device(device).type == "cuda"
 
 
 def amp_kwargs(device: DeviceLike = None) -> dict[str, torch.dtype]:
@@ -104,12 +126,39 @@ class AutocastPredictor:
         return to_float(out)
 
 
+class _AutocastInferer:
+    """A trainer's inferer whose network calls run under :func:`autocast` and return float32 outputs, so that the loss
+    and its gradient start in float32."""
+
+    def __init__(self, inferer: Callable[..., Any], dtype: Optional[torch.dtype]) -> None:
+        self.inferer = inferer
+        self.dtype = dtype
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self.inferer(inputs, AutocastPredictor(network, True, self.dtype), *args, **kwargs)
+
+
 class AmpSupervisedTrainer(SupervisedTrainer):
-    """MONAI's ``SupervisedTrainer`` whose ``GradScaler`` is active only for float16 autocast.
+    """MONAI's ``SupervisedTrainer`` whose ``GradScaler`` is active only for float16 autocast, and whose ``amp``
+    also works on the CPU.
 
     ``Trainer.run`` creates ``torch.cuda.amp.GradScaler()`` whenever ``amp`` is on; this class replaces it with
-    :func:`grad_scaler` for ``amp_kwargs["dtype"]`` (a disabled scaler for bfloat16). Everything else is MONAI's.
+    :func:`grad_scaler` for ``amp_kwargs["dtype"]`` (a disabled scaler for bfloat16). MONAI's iteration autocasts
+    ``"cuda"`` only; on any other device the network call is autocast here instead (forward in
+    ``amp_kwargs["dtype"]``, bfloat16 by default; outputs, loss and weights in float32), and MONAI's own ``amp`` path
+    is switched off (:attr:`autocast_dtype` says what runs). Everything else is MONAI's.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.autocast_dtype: Optional[torch.dtype] = None
+        device = torch.device(self.state.device or "cpu")
+        if self.amp and device.type != "cuda":
+            self.autocast_dtype = (self.amp_kwargs or {}).get("dtype") or amp_dtype(device)
+            self.inferer = _AutocastInferer(self.inferer, self.autocast_dtype)
+            self.amp = False
+        elif self.amp:
+            self.autocast_dtype = (self.amp_kwargs or {}).get("dtype", torch.float16)
 
     @property
     def scaler(self) -> Optional[torch.amp.GradScaler]:
