@@ -4,8 +4,8 @@ on a CPU with native bf16 instructions (``monai_effseg.training.default_amp``).
 Each bundle's own demo trainer (``train.json`` + ``demo.json``: the demo network, patch and batch, its data loading
 and augmentation on the phantoms) runs ``--iterations`` iterations with ``amp`` off and on, the two arms interleaved
 over ``--rounds`` rounds so that load changes hit both alike; the first ``--warmup`` iterations of each run are not
-timed. Prints the median seconds per iteration of each arm and their ratio (float32 / bf16: above 1, bf16 is faster),
-and with ``--json`` writes one row per bundle.
+timed. Prints each arm's best (over rounds) median seconds per iteration and their ratio (float32 / bf16: above 1,
+bf16 is faster), and with ``--json`` writes one row per bundle.
 
     python benchmarks/bench_cpu_amp.py [--bundles kits_nnunet_baseline ...] [--iterations 14] [--rounds 2]
 """
