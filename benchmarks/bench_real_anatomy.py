@@ -22,7 +22,7 @@ to ``--json`` (default ``docs/real_anatomy.json``, rows keyed by bundle, samplin
 
     python benchmarks/bench_real_anatomy.py --patches 600 [--bundles kits_nnunet_baseline]
     python benchmarks/bench_real_anatomy.py --bundles kits_nnunet_baseline --minutes 10 30 60 [--sampling per_class]
-        [--tumour-paste 0.5] [--amp on|off] [--cases 60]
+        [--tumour-paste 0.5] [--amp on|off] [--cases 60] [--seed 1]
     python benchmarks/bench_real_anatomy.py --report-only
     python benchmarks/bench_real_anatomy.py --false-components WORK/B/training_cases/predictions CASES_DIR
 """
@@ -36,6 +36,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -55,8 +56,13 @@ TUMOUR = "tumor_dice"
 
 def realistic_workflow(
     bundle: str, work: Path, sampling: str, tumour_paste: float = 0.0, amp: str = "bundle", cases: int = 0,
-    **overrides,
+    seed: int = 0, **overrides,
 ):  # fmt: skip
+    """The bundle's ``train.json`` + ``demo.json`` on the realistic dataset, initialized; ``seed`` re-seeds the
+    training (weights, patches, augmentation) after the config's own ``set_determinism(seed=0)``, the data stay
+    the same."""
+    from monai.utils import set_determinism
+
     from monai_effseg.workflows import bundle_workflow
 
     literals = {"demo_dataset": "realistic", "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval")}
@@ -70,6 +76,8 @@ def realistic_workflow(
     workflow = bundle_workflow(REPO / "bundles" / bundle, ["train.json", "demo.json"], "train", literals=literals,
                                **overrides)  # fmt: skip
     workflow.initialize()
+    if seed:
+        set_determinism(seed=seed)
     return workflow
 
 
@@ -173,12 +181,12 @@ class BudgetSnapshots:
 
 def timed_stage(
     bundle: str, work: Path, sampling: str, marks: list[float], stage: int = 1, tumour_paste: float = 0.0,
-    amp: str = "bundle", cases: int = 0,
+    amp: str = "bundle", cases: int = 0, seed: int = 0,
 ) -> dict:  # fmt: skip
     """Train stage ``stage`` (``train.json`` + ``demo.json``; checkpoints in ``work/models``, where a later stage
     finds the earlier ones) on the training clock, its epochs fitted to ``max(marks)`` minutes, saving the
     network's weights at each mark under ``work/stage<stage>``."""
-    workflow = realistic_workflow(bundle, work, sampling, tumour_paste, amp, cases,
+    workflow = realistic_workflow(bundle, work, sampling, tumour_paste, amp, cases, seed,
                                   **({"stage": stage} if stage > 1 else {}))  # fmt: skip
     parse = workflow.parser.get_parsed_content
     trainer, evaluator = parse("train#trainer"), parse("validate#evaluator")
@@ -198,7 +206,7 @@ def timed_stage(
 
 def learning_curve(
     bundle: str, minutes: list[float], sampling: str, work: Path, tumour_paste: float = 0.0, amp: str = "bundle",
-    cases: int = 0,
+    cases: int = 0, seed: int = 0,
 ) -> list[dict]:  # fmt: skip
     """One run fitted to ``max(minutes)``, its weights at each mark evaluated on the hold-out cases. A staged bundle
     (the cascade) gives each stage an equal share of the budget, trained one after the other as its demo does;
@@ -209,13 +217,13 @@ def learning_curve(
     share = max(minutes) / stages
     earlier_s, wall_s = 0.0, 0.0
     for stage in range(1, stages):  # stage 1 of the cascade: its best model.pt is what the next stage trains on
-        run = timed_stage(bundle, work, sampling, [share], stage, tumour_paste, amp, cases)
+        run = timed_stage(bundle, work, sampling, [share], stage, tumour_paste, amp, cases, seed)
         earlier_s += run["snapshots"][-1]["train_s"]
         if not (work / "models" / "model.pt").is_file():
             raise SystemExit(f"{bundle}: stage {stage} was never validated in {share:g} min; give it more minutes")
         wall_s += run["wall_s"]
     marks = [m - share * (stages - 1) for m in minutes if m > share * (stages - 1)]
-    run = timed_stage(bundle, work, sampling, marks, stages, tumour_paste, amp, cases)
+    run = timed_stage(bundle, work, sampling, marks, stages, tumour_paste, amp, cases, seed)
     rows = []
     for snap in run["snapshots"]:
         budget = snap["minutes"] + share * (stages - 1)
@@ -227,7 +235,7 @@ def learning_curve(
                      "iteration": snap["iteration"], **scores, "planned_epochs": run["planned_epochs"],
                      "run_wall_s": round(wall_s + run["wall_s"], 1), "stages": stages,
                      "tumour_paste": tumour_paste, "cpu": rf.cpu_model(), "patches_reach_border": True,
-                     "autocast": run["autocast"], "demo_cases": run["demo_cases"]})  # fmt: skip
+                     "autocast": run["autocast"], "demo_cases": run["demo_cases"], "seed": seed})  # fmt: skip
     # the same weights on the cases they were trained on: learnt but not carried over to unseen patients, or not learnt
     last = run["snapshots"][-1]["path"]
     rows[-1]["training_cases"] = evaluate_weights(
@@ -255,12 +263,28 @@ def per_case(out: Path, column: str) -> list[float]:
         return [float(row[column]) for row in csv.DictReader(f) if row.get(column) not in (None, "", "nan")]
 
 
-def run_key(row: dict) -> tuple:
+class RunKey(NamedTuple):
     """One training run: the bundle, its patch sampling, the budget its schedule was fitted to, its tumour
     copy-paste probability, the CPU it ran on, whether its patches reached the volume's border (runs before that fix
-    did not), the dtype its network's forward was autocast to (``-``: float32) and its number of training cases."""
-    return (row["bundle"], row["sampling"], row["schedule_min"], row.get("tumour_paste", 0.0), row.get("cpu", ""),
-            row.get("patches_reach_border", False), row.get("autocast", "-"), row.get("demo_cases", 20))  # fmt: skip
+    did not), the dtype its network's forward was autocast to (``-``: float32), its number of training cases and
+    its training seed."""
+
+    bundle: str
+    sampling: str
+    schedule_min: float
+    tumour_paste: float
+    cpu: str
+    patches_reach_border: bool
+    autocast: str
+    demo_cases: int
+    seed: int
+
+
+def run_key(row: dict) -> RunKey:
+    """The run a results row belongs to (fields a row from before they existed lacks take their value then)."""
+    return RunKey(row["bundle"], row["sampling"], row["schedule_min"], row.get("tumour_paste", 0.0),
+                  row.get("cpu", ""), row.get("patches_reach_border", False), row.get("autocast", "-"),
+                  row.get("demo_cases", 20), row.get("seed", 0))  # fmt: skip
 
 
 def false_components(predictions: Path, cases: Path, min_voxels: int = 50) -> None:
@@ -308,9 +332,11 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for run in sorted({run_key(r) for r in results["rows"]}):
         rows = [r for r in results["rows"] if run_key(r) == run]
-        label = (f"{run[0]} ({run[1].replace('_', ' ')}, schedule {run[2]:g} min"
-                 + (f", tumour paste {run[3]:g}" if run[3] else "") + (", bf16" if run[6] == "bfloat16" else "")
-                 + (f", {run[7]} cases" if run[7] != 20 else "") + ")")  # fmt: skip
+        label = (f"{run.bundle} ({run.sampling.replace('_', ' ')}, schedule {run.schedule_min:g} min"
+                 + (f", tumour paste {run.tumour_paste:g}" if run.tumour_paste else "")
+                 + (", bf16" if run.autocast == "bfloat16" else "")
+                 + (f", {run.demo_cases} cases" if run.demo_cases != 20 else "")
+                 + (f", seed {run.seed}" if run.seed else "") + ")")  # fmt: skip
         for ax, key in zip(axes, ("kidney_dice", "tumour_dice")):
             ax.plot([r["budget_min"] for r in rows], [r[key] for r in rows], marker="o", label=label)
     for ax, title, bar in zip(axes, ("hold-out kidney Dice", "hold-out tumour Dice"), (0.90, 0.50)):
@@ -375,6 +401,9 @@ def main() -> None:
     parser.add_argument(
         "--cases", type=int, default=0, help="realistic training cases (demo_cases); default: the demo's own"
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed (weights, patches, augmentation); 0: the bundle's own"
+    )
     parser.add_argument("--patches", type=int, default=0, help="draw this many patches per sampling and stop")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=RESULTS)
@@ -404,7 +433,7 @@ def main() -> None:
         rows = []
         for bundle in args.bundles:
             rows += learning_curve(bundle, args.minutes, args.sampling, Path(tmp) / bundle, args.tumour_paste, args.amp,
-                                   args.cases)  # fmt: skip
+                                   args.cases, args.seed)  # fmt: skip
     print_table(rows)
     results = merge_results(rows, args.json, args.threads)
     if args.json.resolve() == RESULTS.resolve():

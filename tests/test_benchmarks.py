@@ -166,3 +166,37 @@ def test_fast_ct_benchmark_keeps_a_network_variant_s_rows_apart(tmp_path):
     saved = json.loads(path.read_text())["rows"]
     assert {r.get("variant"): r["wall_s"] for r in saved} == {None: 3.0, 'encoder="efficientnet-b0"': 2.0}
     assert len(saved) == 2
+
+
+def real_anatomy_row(**fields) -> dict:
+    row = {"bundle": "kits_nnunet_baseline", "sampling": "per_class", "schedule_min": 30.0, "budget_min": 30.0,
+           "train_s": 1800.0, "epoch": 232, "kidney_dice": 0.9569, "tumour_dice": 0.4584, "tumour_paste": 0.0,
+           "cpu": "AMD EPYC", "patches_reach_border": True, "autocast": "bfloat16", "demo_cases": 20,
+           "measured_at": "2026-12-08T01:00Z"}  # fmt: skip
+    return {**row, **fields}
+
+
+def test_real_anatomy_keeps_each_training_seed_as_its_own_run(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_real_anatomy as ra
+        import report_format as rf
+    finally:
+        sys.path.remove(str(BENCH))
+    before_seeds = real_anatomy_row()  # a row saved before runs had a seed: the config's own, 0
+    assert ra.run_key(before_seeds) == ra.run_key(real_anatomy_row(seed=0))
+    assert ra.run_key(before_seeds).seed == 0 and ra.run_key(before_seeds).bundle == "kits_nnunet_baseline"
+    assert ra.run_key(real_anatomy_row(seed=1)) != ra.run_key(before_seeds)
+
+    path = tmp_path / "real_anatomy.json"
+    path.write_text(json.dumps({"rows": [before_seeds]}), encoding="utf-8")
+    merged = ra.merge_results([real_anatomy_row(seed=1, tumour_dice=0.5)], path, threads=2)
+    assert sorted((r.get("seed", 0), r["tumour_dice"]) for r in merged["rows"]) == [(0, 0.4584), (1, 0.5)]
+    again = ra.merge_results([real_anatomy_row(seed=1, tumour_dice=0.52)], path, threads=2)  # a rerun replaces
+    assert sorted((r.get("seed", 0), r["tumour_dice"]) for r in again["rows"]) == [(0, 0.4584), (1, 0.52)]
+
+    table = rf.render_real_anatomy(again, "kits_nnunet_baseline", "docs/real_anatomy.json")
+    header = next(line for line in table.splitlines() if line.startswith("| bundle"))
+    seed_column = [cell.strip() for cell in header.split("|")].index("seed")
+    body = [line for line in table.splitlines() if line.startswith("| kits_")]
+    assert [[c.strip() for c in line.split("|")][seed_column] for line in body] == ["0", "1"]
