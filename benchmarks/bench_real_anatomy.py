@@ -199,7 +199,7 @@ def timed_stage(
            "setup": {"inference": dict(parse("demo_inference_overrides")), "protocol": parse("eval_protocol")},
            "holdout_dir": parse("holdout_dir"), "training_dir": parse("dataset_dir"),
            "autocast": str(trainer.autocast_dtype).removeprefix("torch.") if trainer.autocast_dtype else "-",
-           "demo_cases": int(parse("demo_cases"))}  # fmt: skip
+           "demo_cases": int(parse("demo_cases")), "grad_clip_norm": parse("grad_clip_norm")}  # fmt: skip
     workflow.finalize()
     return run
 
@@ -235,7 +235,8 @@ def learning_curve(
                      "iteration": snap["iteration"], **scores, "planned_epochs": run["planned_epochs"],
                      "run_wall_s": round(wall_s + run["wall_s"], 1), "stages": stages,
                      "tumour_paste": tumour_paste, "cpu": rf.cpu_model(), "patches_reach_border": True,
-                     "autocast": run["autocast"], "demo_cases": run["demo_cases"], "seed": seed})  # fmt: skip
+                     "autocast": run["autocast"], "demo_cases": run["demo_cases"], "seed": seed,
+                     "grad_clip_norm": run["grad_clip_norm"]})  # fmt: skip
     # the same weights on the cases they were trained on: learnt but not carried over to unseen patients, or not learnt
     last = run["snapshots"][-1]["path"]
     rows[-1]["training_cases"] = evaluate_weights(
@@ -266,8 +267,9 @@ def per_case(out: Path, column: str) -> list[float]:
 class RunKey(NamedTuple):
     """One training run: the bundle, its patch sampling, the budget its schedule was fitted to, its tumour
     copy-paste probability, the CPU it ran on, whether its patches reached the volume's border (runs before that fix
-    did not), the dtype its network's forward was autocast to (``-``: float32), its number of training cases and
-    its training seed."""
+    did not), the dtype its network's forward was autocast to (``-``: float32), its number of training cases, its
+    training seed and the gradient norm it clipped to (0: no clipping, as every run before the option; a number,
+    so that keys sort)."""
 
     bundle: str
     sampling: str
@@ -278,13 +280,14 @@ class RunKey(NamedTuple):
     autocast: str
     demo_cases: int
     seed: int
+    grad_clip_norm: float
 
 
 def run_key(row: dict) -> RunKey:
     """The run a results row belongs to (fields a row from before they existed lacks take their value then)."""
     return RunKey(row["bundle"], row["sampling"], row["schedule_min"], row.get("tumour_paste", 0.0),
                   row.get("cpu", ""), row.get("patches_reach_border", False), row.get("autocast", "-"),
-                  row.get("demo_cases", 20), row.get("seed", 0))  # fmt: skip
+                  row.get("demo_cases", 20), row.get("seed", 0), row.get("grad_clip_norm") or 0.0)  # fmt: skip
 
 
 def false_components(predictions: Path, cases: Path, min_voxels: int = 50) -> None:
@@ -336,7 +339,8 @@ def plot(results: dict, path: Path) -> None:
                  + (f", tumour paste {run.tumour_paste:g}" if run.tumour_paste else "")
                  + (", bf16" if run.autocast == "bfloat16" else "")
                  + (f", {run.demo_cases} cases" if run.demo_cases != 20 else "")
-                 + (f", seed {run.seed}" if run.seed else "") + ")")  # fmt: skip
+                 + (f", seed {run.seed}" if run.seed else "")
+                 + (f", clip {run.grad_clip_norm:g}" if run.grad_clip_norm else "") + ")")  # fmt: skip
         for ax, key in zip(axes, ("kidney_dice", "tumour_dice")):
             ax.plot([r["budget_min"] for r in rows], [r[key] for r in rows], marker="o", label=label)
     for ax, title, bar in zip(axes, ("hold-out kidney Dice", "hold-out tumour Dice"), (0.90, 0.50)):

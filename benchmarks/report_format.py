@@ -396,15 +396,18 @@ def render_real_anatomy(results: dict, bundle: str, source: str) -> str:
     lines[0] += (" `training cases`: realistic training and validation cases (`demo_cases`; the 7 training patients' "
                  "label maps, each drawn several times with new augmentations and intensities). `precision`: what the "
                  "training forward ran in (`bf16`: bfloat16 autocast, float32 weights and loss). `seed`: the "
-                 "training seed (weights, patches, augmentation; `--seed`), the data the same.")  # fmt: skip
+                 "training seed (weights, patches, augmentation; `--seed`), the data the same. `grad clip`: the global "
+                 "gradient norm the training clipped to (the bundle's `grad_clip_norm`; `-`: none).")  # fmt: skip
     table = [[r["bundle"], r["sampling"].replace("_", " "), "yes" if r.get("patches_reach_border") else "no",
               f"{r['tumour_paste']:g}" if r.get("tumour_paste") else "-", str(r.get("demo_cases", 20)),
-              "bf16" if r.get("autocast") == "bfloat16" else "float32", str(r.get("seed", 0)), f"{r['schedule_min']:g}",
+              "bf16" if r.get("autocast") == "bfloat16" else "float32", str(r.get("seed", 0)),
+              f"{r['grad_clip_norm']:g}" if r.get("grad_clip_norm") else "-", f"{r['schedule_min']:g}",
               f"{r['budget_min']:g}", f"{r['train_s'] / 60:.1f}",
               str(r["epoch"]) + (f" (stage {r['stages']})" if r.get("stages", 1) > 1 else ""),
               fnum(r["kidney_dice"]), fnum(r["tumour_dice"]), short_cpu(r.get("cpu", "")), r["measured_at"][:10]]
              for r in rows]  # fmt: skip
     lines += [md_table(["bundle", "patch sampling", "border", "tumour paste", "training cases", "precision", "seed",
+                        "grad clip",
                         "schedule (min)", "budget (min)", "trained (min)", "epochs", "kidney Dice", "tumour Dice",
                         "CPU (2 cores)", "measured"], table), ""]  # fmt: skip
     return "\n".join(lines)

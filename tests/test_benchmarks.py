@@ -187,6 +187,12 @@ def test_real_anatomy_keeps_each_training_seed_as_its_own_run(tmp_path):
     assert ra.run_key(before_seeds) == ra.run_key(real_anatomy_row(seed=0))
     assert ra.run_key(before_seeds).seed == 0 and ra.run_key(before_seeds).bundle == "kits_nnunet_baseline"
     assert ra.run_key(real_anatomy_row(seed=1)) != ra.run_key(before_seeds)
+    assert (
+        ra.run_key(before_seeds).grad_clip_norm == ra.run_key(real_anatomy_row(grad_clip_norm=None)).grad_clip_norm == 0
+    )
+    clipped = real_anatomy_row(grad_clip_norm=12)
+    assert ra.run_key(clipped) != ra.run_key(before_seeds)
+    assert sorted([ra.run_key(clipped), ra.run_key(before_seeds)])[0] == ra.run_key(before_seeds)  # keys sort
 
     path = tmp_path / "real_anatomy.json"
     path.write_text(json.dumps({"rows": [before_seeds]}), encoding="utf-8")
@@ -195,8 +201,9 @@ def test_real_anatomy_keeps_each_training_seed_as_its_own_run(tmp_path):
     again = ra.merge_results([real_anatomy_row(seed=1, tumour_dice=0.52)], path, threads=2)  # a rerun replaces
     assert sorted((r.get("seed", 0), r["tumour_dice"]) for r in again["rows"]) == [(0, 0.4584), (1, 0.52)]
 
-    table = rf.render_real_anatomy(again, "kits_nnunet_baseline", "docs/real_anatomy.json")
-    header = next(line for line in table.splitlines() if line.startswith("| bundle"))
-    seed_column = [cell.strip() for cell in header.split("|")].index("seed")
-    body = [line for line in table.splitlines() if line.startswith("| kits_")]
-    assert [[c.strip() for c in line.split("|")][seed_column] for line in body] == ["0", "1"]
+    with_clip = ra.merge_results([clipped], path, threads=2)
+    table = rf.render_real_anatomy(with_clip, "kits_nnunet_baseline", "docs/real_anatomy.json")
+    header = [cell.strip() for cell in next(x for x in table.splitlines() if x.startswith("| bundle")).split("|")]
+    body = [[c.strip() for c in line.split("|")] for line in table.splitlines() if line.startswith("| kits_")]
+    assert sorted((row[header.index("seed")], row[header.index("grad clip")]) for row in body) == [
+        ("0", "-"), ("0", "12"), ("1", "-")]  # fmt: skip

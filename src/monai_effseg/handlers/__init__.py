@@ -1,6 +1,7 @@
 """Ignite handlers used by the bundles."""
 
 from monai_effseg.handlers.checkpoint import CheckedCheckpointLoader, CheckpointMismatchError
+from monai_effseg.handlers.clip import GradientClipping
 from monai_effseg.handlers.epoch_log import EpochLossLogger
 from monai_effseg.handlers.optimize import OptimizeForInference
 from monai_effseg.handlers.ref import handler_ref
@@ -21,6 +22,7 @@ __all__ = [
     "InferenceSummary",
     "SkippedInputsError",
     "EpochLossLogger",
+    "GradientClipping",
     "OptimizeForInference",
     "ResumeFromLatest",
     "RunSetup",

@@ -146,11 +146,18 @@ class AmpSupervisedTrainer(SupervisedTrainer):
     :func:`grad_scaler` for ``amp_kwargs["dtype"]`` (a disabled scaler for bfloat16). MONAI's iteration autocasts
     ``"cuda"`` only; on any other device the network call is autocast here instead (forward in
     ``amp_kwargs["dtype"]``, bfloat16 by default; outputs, loss and weights in float32), and MONAI's own ``amp`` path
-    is switched off (:attr:`autocast_dtype` says what runs). Everything else is MONAI's.
+    is switched off (:attr:`autocast_dtype` says what runs). ``grad_clip_norm`` (a number) clips the global gradient
+    norm before every optimizer step, as nnU-Net's training step does at 12
+    (:class:`monai_effseg.handlers.GradientClipping`); ``None`` (the default, MONAI's behaviour) does not. Everything
+    else is MONAI's.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, grad_clip_norm: Optional[float] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if grad_clip_norm is not None:
+            from monai_effseg.handlers.clip import GradientClipping
+
+            GradientClipping(grad_clip_norm).attach(self)
         self.autocast_dtype: Optional[torch.dtype] = None
         device = torch.device(self.state.device or "cpu")
         if self.amp and device.type != "cuda":
