@@ -25,6 +25,11 @@ to ``--json`` (default ``docs/real_anatomy.json``, rows keyed by bundle, samplin
         [--tumour-paste 0.5] [--amp on|off] [--cases 60] [--seed 1]
     python benchmarks/bench_real_anatomy.py --report-only
     python benchmarks/bench_real_anatomy.py --false-components WORK/B/training_cases/predictions CASES_DIR
+    python benchmarks/bench_real_anatomy.py --bundles B --grad-norms WORK/B/stage1/weights_30min.pt ... [--batches 30]
+
+``--grad-norms`` (how often a clip norm acts): the global gradient norm of saved weights on ``--batches`` training
+batches of the bundle's realistic demo pipeline (its loss, its autocast; no optimizer step), and the share above
+nnU-Net's clip norm, 12.
 """
 
 from __future__ import annotations
@@ -290,6 +295,30 @@ def run_key(row: dict) -> RunKey:
                   row.get("demo_cases", 20), row.get("seed", 0), row.get("grad_clip_norm") or 0.0)  # fmt: skip
 
 
+def grad_norms(bundle: str, weights: list[Path], batches: int, work: Path, amp: str = "bundle") -> None:
+    """Per weights file: the global gradient norm on ``batches`` training batches (no step), as the trainer sees it
+    before clipping."""
+    workflow = realistic_workflow(bundle, work, "per_class", amp=amp, num_workers=0)
+    parse = workflow.parser.get_parsed_content
+    trainer, network, loss = parse("train#trainer"), parse("network"), parse("loss")
+    print(f"{'weights':60s} {'batches':>7s} {'median':>7s} {'p90':>7s} {'max':>7s} {'> 12':>6s}")
+    for path in weights:
+        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        network.train()
+        norms = []
+        while len(norms) < batches:  # one pass of the loader is one draw per training case
+            for batch in trainer.data_loader:
+                network.zero_grad(set_to_none=True)
+                loss(trainer.inferer(batch["image"], network), batch["label"]).backward()
+                norms.append(float(torch.nn.utils.clip_grad_norm_(network.parameters(), float("inf"))))
+                if len(norms) == batches:
+                    break
+        q = np.quantile(norms, [0.5, 0.9])
+        print(f"{str(path)[-60:]:60s} {len(norms):7d} {q[0]:7.2f} {q[1]:7.2f} {max(norms):7.2f} "
+              f"{np.mean(np.array(norms) > 12):6.1%}", flush=True)  # fmt: skip
+    workflow.finalize()
+
+
 def false_components(predictions: Path, cases: Path, min_voxels: int = 50) -> None:
     """Per case of ``cases`` (a realistic dataset folder), the connected components of its prediction in
     ``predictions`` (a run's ``training_cases/predictions`` or ``holdout_*/predictions``): voxels, the share labelled
@@ -385,7 +414,7 @@ def print_table(rows: list[dict]) -> None:
         print(f"last weights on the training cases: kidney {seen['kidney_dice']:.3f}, tumour {seen['tumour_dice']:.3f}")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundles", nargs="+", default=["kits_nnunet_baseline"])
     parser.add_argument("--minutes", nargs="+", type=float, default=[10.0, 30.0, 60.0])
@@ -408,6 +437,9 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="training seed (weights, patches, augmentation); 0: the bundle's own"
     )
+    parser.add_argument("--grad-norms", nargs="+", type=Path, metavar="WEIGHTS",
+                        help="print the gradient norms of these saved weights on training batches and stop")  # fmt: skip
+    parser.add_argument("--batches", type=int, default=30, help="training batches per weights file (--grad-norms)")
     parser.add_argument("--patches", type=int, default=0, help="draw this many patches per sampling and stop")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=RESULTS)
@@ -420,7 +452,11 @@ def main() -> None:
         metavar=("PREDICTIONS", "CASES"),
         help="list each prediction's connected components against the reference and stop",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     if args.false_components:
         false_components(*args.false_components)
@@ -430,6 +466,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="real_anatomy_") as tmp:
         tmp = args.work_dir or tmp
+        if args.grad_norms:
+            grad_norms(args.bundles[0], args.grad_norms, args.batches, Path(tmp) / "grad_norms", args.amp)
+            return
         if args.patches:
             for bundle in args.bundles:
                 print_patch_stats(bundle, patch_stats(bundle, args.patches, Path(tmp) / bundle))
